@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Stage scripts run as `python stages/...`: the venv's python must come first on PATH.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+
+.PHONY: install demo test params check-params clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins the CPU torch build on local disk; pyproject keeps a normal range.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,architecture]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(RUN) dvc repro
+	@$(RUN) python -m ml_atlas_sdk.pipeline.demo_summary
+
+test: install
+	$(RUN) python -m pytest $(PYTEST_ARGS)
+
+params: install
+	$(RUN) python -m ml_atlas_sdk.pipeline.params
+
+check-params: install
+	$(RUN) python -m ml_atlas_sdk.pipeline.params --check
+
+clean:
+	rm -rf build reports/*.json reports/plots

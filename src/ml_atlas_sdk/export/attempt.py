@@ -1,0 +1,66 @@
+"""One torch.onnx.export call with given settings, its noise captured."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ml_atlas_sdk.export.capture import CapturedText, captured_output
+from ml_atlas_sdk.export.settings import ExportSettings
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import canonical_model
+
+TWO_GB = 2 * 1024**3
+
+
+class ExportFailed(Exception):
+    def __init__(self, summary: str, log: str):
+        super().__init__(summary)
+        self.summary = summary
+        self.log = log
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    sample: dict[str, torch.Tensor],
+    metadata: ModelMetadata,
+    settings: ExportSettings,
+    path: Path,
+) -> CapturedText:
+    """Export `model` traced on `sample` to `path`; raises ExportFailed with the captured log."""
+    model = canonical_model(model)
+    args = tuple(sample[n] for n in metadata.input_names)
+    dynamic_axes = {n: metadata.axes_of(n) for n in [*metadata.input_names, *metadata.output_names]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(
+        input_names=list(metadata.input_names),
+        output_names=list(metadata.output_names),
+        opset_version=settings.opset,
+        dynamic_axes=dynamic_axes,
+        dynamo=settings.dynamo,
+    )
+    if settings.dynamo:
+        # The dynamo exporter folds constants in its optimize pass; external data only past 2 GB.
+        kwargs.update(optimize=settings.do_constant_folding, external_data=_parameter_bytes(model) > TWO_GB)
+    else:
+        kwargs.update(do_constant_folding=settings.do_constant_folding)
+    with captured_output() as log:
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model, args, str(path), **kwargs)
+        except Exception as exc:  # exporters raise many types; all mean "this attempt failed"
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise ExportFailed(_summary(error), f"{log.full}\n{type(error).__name__}: {error}".strip())
+    return log
+
+
+def _summary(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:400]
+
+
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())

@@ -1,0 +1,142 @@
+"""Walk the escalation ladder: export, round-trip, and step up until an attempt passes."""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
+from ml_atlas_sdk.export.sampling import select_export_rows
+from ml_atlas_sdk.export.settings import ExportSettings, ladder_settings
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.tensors import slice_rows
+
+
+@dataclass
+class ExportAttempt:
+    step: int  # 0 = the configured export, k = ladder step k
+    overrides: dict[str, Any]
+    settings: ExportSettings
+    status: str = "not_tried"  # passed | export_failed | roundtrip_failed | duplicate
+    error: str | None = None
+    log: str = ""
+    roundtrip: dict[str, dict[str, float]] = field(default_factory=dict)
+    batch_probe: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def worst_out_of_tol(self) -> float:
+        return max((m["frac_out_of_tol"] for m in self.roundtrip.values()), default=1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "overrides": self.overrides, "settings": self.settings.to_dict(),
+            "status": self.status, "error": self.error, "roundtrip": self.roundtrip,
+            "batch_probe": self.batch_probe, "seconds": round(self.seconds, 2), "log": self.log,
+        }
+
+
+@dataclass
+class ExportOutcome:
+    attempts: list[ExportAttempt]
+    chosen: ExportAttempt | None  # the attempt whose model was written
+    sample_rows: list[int]
+
+    @property
+    def accepted(self) -> bool:
+        return self.chosen is not None and self.chosen.status == "passed"
+
+
+def export_with_escalation(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    canonical: dict[str, torch.Tensor],
+    metadata: ModelMetadata,
+    settings: ExportSettings,
+    ladder: Sequence[Mapping[str, Any]],
+    escalate: bool,
+    tol: rt.Tolerance,
+    rows_per_run: int,
+    out_path: Path,
+    on_attempt: Callable[[ExportAttempt], None] = lambda a: None,
+) -> ExportOutcome:
+    """Try the configured export, then each ladder step, until one exports and round-trips.
+
+    If none passes but some exported, the closest one is written so the roundtrip stage can
+    record its metrics (the upload gate refuses it); if none exported, nothing is written.
+    """
+    sample_idx = select_export_rows(inputs, settings.batch_size)
+    sample = slice_rows(inputs, sample_idx)
+    plan = [({}, settings)] + (ladder_settings(settings, ladder) if escalate else [])
+    work = out_path.parent / ".attempts"
+    shutil.rmtree(work, ignore_errors=True)
+    attempts: list[ExportAttempt] = []
+    seen: dict[ExportSettings, int] = {}
+    for step, (overrides, step_settings) in enumerate(plan):
+        attempt = ExportAttempt(step, overrides, step_settings)
+        attempts.append(attempt)
+        if step_settings in seen:
+            attempt.status, attempt.error = "duplicate", f"same settings as attempt {seen[step_settings]}"
+            on_attempt(attempt)
+            continue
+        seen[step_settings] = step
+        _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, work / f"attempt_{step}" / "model.onnx")
+        on_attempt(attempt)
+        if attempt.status == "passed":
+            break
+    exported = [a for a in attempts if a.status in ("passed", "roundtrip_failed")]
+    chosen = next((a for a in exported if a.status == "passed"), None)
+    if chosen is None and exported:
+        chosen = min(exported, key=lambda a: a.worst_out_of_tol)
+    if chosen is not None:
+        _move_model(work / f"attempt_{chosen.step}", out_path)
+    shutil.rmtree(work, ignore_errors=True)
+    return ExportOutcome(attempts, chosen, sample_idx.tolist())
+
+
+def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, path: Path) -> None:
+    started = time.perf_counter()
+    try:
+        log = export_onnx(model, sample, metadata, attempt.settings, path)
+        attempt.log = log.full
+    except ExportFailed as exc:
+        attempt.status, attempt.error, attempt.log = "export_failed", exc.summary, exc.log
+        attempt.seconds = time.perf_counter() - started
+        return
+    try:
+        session = rt.cpu_session(path)
+        actual = rt.run_onnx(session, inputs, metadata.input_names, metadata.output_names, rows_per_run)
+        rows = next(iter(inputs.values())).shape[0]
+        attempt.batch_probe = rt.probe_batch_sizes(
+            session, inputs, canonical, metadata.input_names, rt.probe_sizes(rows, len(next(iter(sample.values())))), tol
+        )
+    except Exception as exc:  # ORT refuses graphs it cannot load or run: that is this attempt's failure
+        attempt.status, attempt.error = "roundtrip_failed", f"onnxruntime: {str(exc).strip().splitlines()[0][:300]}"
+        attempt.seconds = time.perf_counter() - started
+        return
+    attempt.roundtrip = rt.compare(actual, canonical, tol)
+    probe_failed = any(v != "ok" for v in attempt.batch_probe.values())
+    if attempt.worst_out_of_tol > 0 or probe_failed:
+        attempt.status = "roundtrip_failed"
+        attempt.error = "; ".join(
+            [f"{n}: {m['frac_out_of_tol']:.2%} out of tolerance" for n, m in attempt.roundtrip.items() if m["frac_out_of_tol"] > 0]
+            + [f"batch {s}: {e}" for s, e in attempt.batch_probe.items() if e != "ok"]
+        )
+    else:
+        attempt.status = "passed"
+    attempt.seconds = time.perf_counter() - started
+
+
+def _move_model(attempt_dir: Path, out_path: Path) -> None:
+    """Move model.onnx (and its external data, if any) into place, replacing what was there."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_path.parent.glob(out_path.name + "*"):
+        stale.unlink()
+    for produced in attempt_dir.iterdir():
+        shutil.move(str(produced), out_path.parent / produced.name.replace("model.onnx", out_path.name, 1))

@@ -1,0 +1,128 @@
+"""ModelMetadata: the I/O contract atlas builds engines from, validated up front."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ml_atlas_sdk.errors import AtlasInputError
+
+MIN_OPSET = 17
+SUPPORTED_DTYPES = ("float32", "float16", "float64", "int64", "int32", "bool")
+
+DynamicAxes = dict[str, dict[int, str] | list[int]]
+
+
+class ModelMetadata(BaseModel):
+    """Metadata of one model; shapes include the batch axis and use -1 for every dynamic dim."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model_name: str = Field(min_length=1)
+    input_names: list[str] = Field(min_length=1)
+    output_names: list[str] = Field(min_length=1)
+    input_shapes: dict[str, list[int]]
+    output_shape: dict[str, list[int]]
+    dynamic_axes: DynamicAxes
+    onnx_opset: int = 17
+    architecture: str = ""
+    task_type: str = ""
+    input_dtypes: dict[str, str] | None = None
+    torch_version: str = Field(default_factory=lambda: torch.__version__)
+
+    @field_validator("onnx_opset")
+    @classmethod
+    def _opset_supported(cls, v: int) -> int:
+        if v < MIN_OPSET:
+            raise ValueError(f"{v} is below the minimum opset {MIN_OPSET} that atlas accepts")
+        return v
+
+    @field_validator("input_shapes", "output_shape")
+    @classmethod
+    def _dims_valid(cls, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, shape in shapes.items():
+            if not shape:
+                raise ValueError(f"{name!r} has an empty shape; it must include the batch axis")
+            bad = [d for d in shape if d == 0 or d < -1]
+            if bad:
+                raise ValueError(f"{name!r} shape {shape}: use -1 for dynamic dims and positive ints for static ones")
+        return shapes
+
+    @field_validator("input_dtypes")
+    @classmethod
+    def _dtypes_known(cls, dtypes: dict[str, str] | None) -> dict[str, str] | None:
+        for name, dtype in (dtypes or {}).items():
+            if dtype not in SUPPORTED_DTYPES:
+                raise ValueError(f"{name!r}: dtype {dtype!r} is not one of {list(SUPPORTED_DTYPES)}")
+        return dtypes
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelMetadata":
+        io_names = [*self.input_names, *self.output_names]
+        dupes = sorted({n for n in io_names if io_names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"names used twice among inputs and outputs: {dupes}")
+        _same_keys("input_shapes", self.input_shapes, self.input_names, "input_names")
+        _same_keys("output_shape", self.output_shape, self.output_names, "output_names")
+        if self.input_dtypes is not None:
+            extra = sorted(set(self.input_dtypes) - set(self.input_names))
+            if extra:
+                raise ValueError(f"input_dtypes names {extra} are not in input_names {self.input_names}")
+        for name in self.dynamic_axes:
+            if name not in io_names:
+                raise ValueError(
+                    f"dynamic_axes names {name!r}, which is neither an input nor an output "
+                    f"(inputs {self.input_names}, outputs {self.output_names})"
+                )
+        shapes = {**self.input_shapes, **self.output_shape}
+        for name in io_names:
+            axes = self.axes_of(name)
+            if 0 not in axes:
+                raise ValueError(f"dynamic_axes[{name!r}] must list axis 0 (the batch axis); got {sorted(axes)}")
+            shape = shapes[name]
+            marked = {i for i, d in enumerate(shape) if d == -1}
+            out_of_range = sorted(a for a in axes if a >= len(shape))
+            if out_of_range:
+                raise ValueError(f"dynamic_axes[{name!r}] lists axes {out_of_range} beyond the rank of shape {shape}")
+            if marked != set(axes):
+                raise ValueError(
+                    f"{name!r}: dims marked -1 in shape {shape} are axes {sorted(marked)}, "
+                    f"but dynamic_axes lists {sorted(axes)}; they must agree"
+                )
+        return self
+
+    def axes_of(self, name: str) -> dict[int, str]:
+        """Dynamic axes of one I/O as {axis: dim name}, whether given as a dict or a list."""
+        raw = self.dynamic_axes.get(name, {})
+        if isinstance(raw, list):
+            return {int(a): f"{name}_dynamic_axes_{a}" for a in raw}
+        return {int(a): str(n) for a, n in raw.items()}
+
+    @property
+    def dtype_of(self) -> dict[str, str]:
+        return dict(self.input_dtypes or {})
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], where: str = "metadata") -> "ModelMetadata":
+        """Build from a plain dict, turning validation errors into one readable line."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise AtlasInputError(format_validation_error(exc, where)) from None
+
+
+def _same_keys(field: str, shapes: dict[str, Any], names: list[str], names_field: str) -> None:
+    if set(shapes) != set(names):
+        missing = sorted(set(names) - set(shapes))
+        extra = sorted(set(shapes) - set(names))
+        raise ValueError(f"{field} keys must equal {names_field}: missing {missing}, not in {names_field} {extra}")
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
+    return "; ".join(parts)

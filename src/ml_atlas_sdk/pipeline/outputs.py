@@ -1,0 +1,37 @@
+"""Write stage outputs so a failure never leaves something a later stage could trust."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ml_atlas_sdk.pipeline.paths import REPORTS
+
+
+@contextlib.contextmanager
+def replaced_dir(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder that replaces `final` only if the block finishes."""
+    scratch = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    scratch.rename(final)
+
+
+def forget(*paths: Path) -> None:
+    """Remove an earlier run's outputs before a stage starts, so they cannot outlive a failure."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def stale_report(stage: str) -> Path:
+    return REPORTS / f"{stage}.json"

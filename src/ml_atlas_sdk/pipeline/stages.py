@@ -1,0 +1,84 @@
+"""One function per DVC stage: read inputs named by the config, call a step, write outputs."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.models import load_model
+from ml_atlas_sdk.pipeline import settings as s
+from ml_atlas_sdk.pipeline.outputs import forget, replaced_dir, stale_report
+from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, TENSORS_DIR
+
+from ml_atlas_sdk.reports import write_json
+from ml_atlas_sdk.steps.canonical import canonical_outputs
+from ml_atlas_sdk.steps.export import export_model
+from ml_atlas_sdk.steps.roundtrip import roundtrip_model
+from ml_atlas_sdk.steps.tensorize import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER, tensorize
+
+Config = dict[str, Any]
+
+# data.<setting> -> bundle file stem
+DATA_FILES = {"val_inputs": VAL_INPUTS, "val_outputs": VAL_OUTPUTS_USER, "calibration_inputs": CALIBRATION_INPUTS}
+
+def run_tensorize(cfg: Config) -> None:
+    forget(stale_report("tensorize"))
+    meta, skip, data = s.metadata(cfg), s.skip_policy(cfg), s.section(cfg, "data")
+    if not data.get("val_inputs"):
+        raise AtlasInputError("data.val_inputs: required, got nothing")
+    tables = {
+        stem: (tio.read_table(data[key], f"data.{key}"), str(data[key]))
+        for key, stem in DATA_FILES.items()
+        if data.get(key)
+    }
+    result = tensorize(tables, meta, skip, int(s.section(cfg, "checks").get("calib_min_rows", 1000)))
+    with replaced_dir(TENSORS_DIR) as out:
+        for stem, tensors in result.tensors.items():
+            tio.save_tensors(tensors, out / f"{stem}.pt")
+    _finish(result.report)
+
+def run_canonical_outputs(cfg: Config) -> None:
+    forget(stale_report("canonical_outputs"), CANONICAL_OUTPUTS)
+    meta, skip = s.metadata(cfg), s.skip_policy(cfg)
+    model = load_model(s.model_source(cfg))
+    inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
+    outputs, report = canonical_outputs(model, inputs, meta, skip, s.rows_per_run(cfg))
+    tio.save_tensors(outputs, CANONICAL_OUTPUTS)
+    _finish(report)
+
+def run_export(cfg: Config) -> None:
+    forget(stale_report("export"), ONNX_MODEL.parent)
+    meta, skip = s.metadata(cfg), s.skip_policy(cfg)
+    settings = s.export_settings(cfg, meta)
+    escalation = s.section(cfg, "escalation")
+    model = load_model(s.model_source(cfg))
+    inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    outcome, report = export_model(
+        model, inputs, canonical, meta, settings, escalation.get("ladder") or [], bool(escalation.get("enabled", True)),
+        s.tolerance(cfg), s.rows_per_run(cfg), ONNX_MODEL, skip,
+    )
+    if outcome.chosen is not None:
+        write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
+                                 "export_sample_rows": outcome.sample_rows})
+    _finish(report)
+    if outcome.chosen is None:
+        tried = len([a for a in outcome.attempts if a.status != "duplicate"])
+        raise AtlasInputError(
+            f"export: none of {tried} attempt(s) produced an ONNX model "
+            f"(last error: {outcome.attempts[-1].error}); every attempt's log is in reports/export.json"
+        )
+
+def run_roundtrip(cfg: Config) -> None:
+    forget(stale_report("roundtrip"))
+    meta, skip = s.metadata(cfg), s.skip_policy(cfg)
+    inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    export_rows = len(json.loads(EXPORT_INFO.read_text())["export_sample_rows"])
+    report, _ = roundtrip_model(ONNX_MODEL, inputs, canonical, meta, s.tolerance(cfg), s.rows_per_run(cfg), export_rows, skip)
+    _finish(report)
+
+def _finish(report) -> None:
+    report.write()
+    report.print_summary()

@@ -1,0 +1,71 @@
+"""Stage reports: `reports/<stage>.json` (DVC metrics) and the console summary."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_atlas_sdk.checks.result import CheckResult
+
+REPORTS_DIR = Path("reports")
+
+
+@dataclass
+class StageReport:
+    stage: str
+    checks: list[CheckResult] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, result: CheckResult) -> CheckResult:
+        self.checks.append(result)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        # `verdicts` and `metrics` are flat enough for `dvc exp show` columns; `checks` holds the
+        # full results (messages, details) for people and for the upload gate.
+        return {
+            "stage": self.stage,
+            "verdicts": {c.label: c.verdict.value for c in self.checks},
+            "metrics": self.metrics,
+            "checks": [c.to_dict() for c in self.checks],
+            **self.extra,
+        }
+
+    def write(self, reports_dir: Path = REPORTS_DIR) -> Path:
+        return write_json(reports_dir / f"{self.stage}.json", self.to_dict())
+
+    def summary_lines(self) -> list[str]:
+        width = max((len(c.label) for c in self.checks), default=0)
+        return [f"  {c.label:<{width}}  {c.verdict.value:<7}  {c.message}" for c in self.checks]
+
+    def print_summary(self) -> None:
+        print(f"[{self.stage}] " + (", ".join(f"{c.label}: {c.verdict.value}" for c in self.checks) or "done"), flush=True)
+        for line in self.summary_lines():
+            print(line, flush=True)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically, with non-finite floats as strings so the file stays valid JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_report(stage: str, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
+    return json.loads((reports_dir / f"{stage}.json").read_text())
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,57 @@
+"""Export with escalation, plus forward_scan before and onnx_cross_check after."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk.checks import SkipPolicy, run_check
+from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
+from ml_atlas_sdk.export.settings import ExportSettings
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.reports import StageReport
+
+
+def print_attempt(attempt: ExportAttempt) -> None:
+    changes = ", ".join(f"{k}={v}" for k, v in attempt.overrides.items()) or "configured settings"
+    outcome = attempt.status if not attempt.error else f"{attempt.status}: {attempt.error}"
+    print(f"  attempt {attempt.step} ({changes}; {attempt.seconds:.1f}s): {outcome}", flush=True)
+
+
+def export_model(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    canonical: dict[str, torch.Tensor],
+    metadata: ModelMetadata,
+    settings: ExportSettings,
+    ladder: Sequence[Mapping[str, Any]],
+    escalate: bool,
+    tol: rt.Tolerance,
+    rows_per_run: int,
+    out_path: Path,
+    skip: SkipPolicy,
+) -> tuple[ExportOutcome, StageReport]:
+    report = StageReport("export")
+    report.add(run_check("forward_scan", model, skip=skip))
+    print(f"[export] {1 + (len(ladder) if escalate else 0)} attempt(s) at most; sample of {settings.batch_size} rows", flush=True)
+    outcome = export_with_escalation(
+        model, inputs, canonical, metadata, settings, ladder, escalate, tol, rows_per_run, out_path, on_attempt=print_attempt
+    )
+    chosen = outcome.chosen
+    if chosen is not None:
+        report.add(run_check("onnx_cross_check", out_path, metadata, chosen.settings.opset, skip=skip))
+    report.metrics = {
+        "accepted": outcome.accepted,
+        "accepted_step": chosen.step if outcome.accepted else None,
+        "attempts": len([a for a in outcome.attempts if a.status != "duplicate"]),
+        "export_sample_rows": len(outcome.sample_rows),
+    }
+    report.extra = {
+        "settings_used": {**chosen.settings.to_dict(), "escalation_step": chosen.step} if chosen else None,
+        "export_sample_rows": outcome.sample_rows,
+        "attempts": [a.to_dict() for a in outcome.attempts],
+    }
+    return outcome, report
