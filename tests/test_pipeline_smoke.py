@@ -12,5 +12,5 @@ def test_repro_roundtrip_passes_and_second_run_is_a_noop(project):
     assert report["metrics"]["rows"] == 512
     second = run(["dvc", "repro", "roundtrip"], project)
     assert "Running stage" not in second.stdout
-    status = run(["dvc", "status"], project)
+    status = run(["dvc", "status", "roundtrip"], project)
     assert "up to date" in status.stdout

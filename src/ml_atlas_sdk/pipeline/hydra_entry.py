@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
 
 # Hydra would otherwise create outputs/<date>/, a .hydra/ copy of the config and a .log file for
 # every run; DVC stages must write nothing but their declared outputs.
@@ -22,10 +22,17 @@ def stage_entry(hydra_main: Callable[[], None]) -> None:
 
 
 def run_stage(stage: Callable[[dict[str, Any]], None], cfg: DictConfig) -> None:
-    """Run one stage on the resolved config; user errors become one line on stderr and exit 2."""
+    """Run one stage on the resolved config.
+
+    Input that cannot be processed exits 2 and a refused or failed upload exits 1, each with
+    one line on stderr instead of a traceback.
+    """
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         stage(config)
     except AtlasInputError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except AtlasBundleError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -35,3 +35,9 @@ def forget(*paths: Path) -> None:
 
 def stale_report(stage: str) -> Path:
     return REPORTS / f"{stage}.json"
+
+
+def finish(report) -> None:
+    """Write a stage's report (DVC metrics) and print its short summary."""
+    report.write()
+    report.print_summary()

@@ -1,6 +1,8 @@
 """Typed views of the composed config (params.yaml), each naming the setting at fault."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ml_atlas_sdk import roundtrip as rt
@@ -26,8 +28,19 @@ def skip_policy(cfg: dict[str, Any]) -> SkipPolicy:
     return SkipPolicy(section(cfg, "checks").get("skip"), "checks.skip")
 
 
+# Folders dvc.yaml lists as dependencies of the stages that build the model.
+TRACKED_CODE_DIRS = ("models", "data", "src")
+
+
 def model_source(cfg: dict[str, Any]) -> ModelSource:
-    return ModelSource.from_config(section(cfg, "model"))
+    source = ModelSource.from_config(section(cfg, "model"))
+    if "DVC_STAGE" in os.environ:
+        for code_dir in source.code_dirs:
+            top = Path(code_dir).parts[0] if Path(code_dir).parts else ""
+            if Path(code_dir).is_absolute() or top not in TRACKED_CODE_DIRS:
+                print(f"warning: model.code_dirs: {code_dir} is not under {list(TRACKED_CODE_DIRS)}, so DVC does not "
+                      "rerun stages when it changes; move it under models/ or add it to the deps in dvc.yaml", flush=True)
+    return source
 
 
 def export_settings(cfg: dict[str, Any], meta: ModelMetadata) -> ExportSettings:

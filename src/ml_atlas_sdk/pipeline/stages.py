@@ -8,9 +8,9 @@ from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline import settings as s
-from ml_atlas_sdk.pipeline.outputs import forget, replaced_dir, stale_report
-from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, TENSORS_DIR
-
+from ml_atlas_sdk.pipeline.outputs import finish, forget, replaced_dir, stale_report
+from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, PLOTS, TENSORS_DIR
+from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import write_json
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.export import export_model
@@ -21,6 +21,7 @@ Config = dict[str, Any]
 
 # data.<setting> -> bundle file stem
 DATA_FILES = {"val_inputs": VAL_INPUTS, "val_outputs": VAL_OUTPUTS_USER, "calibration_inputs": CALIBRATION_INPUTS}
+
 
 def run_tensorize(cfg: Config) -> None:
     forget(stale_report("tensorize"))
@@ -36,7 +37,7 @@ def run_tensorize(cfg: Config) -> None:
     with replaced_dir(TENSORS_DIR) as out:
         for stem, tensors in result.tensors.items():
             tio.save_tensors(tensors, out / f"{stem}.pt")
-    _finish(result.report)
+    finish(result.report)
 
 def run_canonical_outputs(cfg: Config) -> None:
     forget(stale_report("canonical_outputs"), CANONICAL_OUTPUTS)
@@ -45,7 +46,7 @@ def run_canonical_outputs(cfg: Config) -> None:
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     outputs, report = canonical_outputs(model, inputs, meta, skip, s.rows_per_run(cfg))
     tio.save_tensors(outputs, CANONICAL_OUTPUTS)
-    _finish(report)
+    finish(report)
 
 def run_export(cfg: Config) -> None:
     forget(stale_report("export"), ONNX_MODEL.parent)
@@ -62,7 +63,7 @@ def run_export(cfg: Config) -> None:
     if outcome.chosen is not None:
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
                                  "export_sample_rows": outcome.sample_rows})
-    _finish(report)
+    finish(report)
     if outcome.chosen is None:
         tried = len([a for a in outcome.attempts if a.status != "duplicate"])
         raise AtlasInputError(
@@ -76,9 +77,8 @@ def run_roundtrip(cfg: Config) -> None:
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_rows = len(json.loads(EXPORT_INFO.read_text())["export_sample_rows"])
-    report, _ = roundtrip_model(ONNX_MODEL, inputs, canonical, meta, s.tolerance(cfg), s.rows_per_run(cfg), export_rows, skip)
-    _finish(report)
-
-def _finish(report) -> None:
-    report.write()
-    report.print_summary()
+    forget(PLOTS / "roundtrip")
+    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, meta, s.tolerance(cfg), s.rows_per_run(cfg), export_rows, skip)
+    if actual:
+        write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
+    finish(report)

@@ -36,7 +36,9 @@ def export_model(
 ) -> tuple[ExportOutcome, StageReport]:
     report = StageReport("export")
     report.add(run_check("forward_scan", model, skip=skip))
-    print(f"[export] {1 + (len(ladder) if escalate else 0)} attempt(s) at most; sample of {settings.batch_size} rows", flush=True)
+    rows = next(iter(inputs.values())).shape[0]
+    sample = max(2, min(settings.batch_size, rows))
+    print(f"[export] {1 + (len(ladder) if escalate else 0)} attempt(s) at most; export sample of {sample} of {rows} rows", flush=True)
     outcome = export_with_escalation(
         model, inputs, canonical, metadata, settings, ladder, escalate, tol, rows_per_run, out_path, on_attempt=print_attempt
     )

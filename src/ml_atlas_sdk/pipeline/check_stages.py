@@ -1,0 +1,58 @@
+"""DVC stages invariance, drift and archdoc: read inputs named by the config, call a step, write outputs."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.archdoc import build_architecture_doc
+from ml_atlas_sdk.export.settings import ExportSettings
+from ml_atlas_sdk.models import load_model
+from ml_atlas_sdk.pipeline import settings as s
+from ml_atlas_sdk.pipeline.outputs import finish, forget, stale_report
+from ml_atlas_sdk.pipeline.paths import ARCHDOC, CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, PLOTS, TENSORS_DIR
+from ml_atlas_sdk.pipeline.plots import write_error_quantiles
+from ml_atlas_sdk.reports import StageReport
+from ml_atlas_sdk.steps.drift import drift_step
+from ml_atlas_sdk.steps.invariance import invariance_step
+
+Config = dict[str, Any]
+
+
+def run_invariance(cfg: Config) -> None:
+    forget(stale_report("invariance"))
+    meta, skip = s.metadata(cfg), s.skip_policy(cfg)
+    used = json.loads(EXPORT_INFO.read_text())["settings_used"]
+    settings = ExportSettings.from_config({k: v for k, v in used.items() if k != "escalation_step"})
+    model = load_model(s.model_source(cfg))
+    inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
+    with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:
+        report = invariance_step(model, inputs, meta, settings, skip, Path(work))
+    finish(report)
+
+
+def run_drift(cfg: Config) -> None:
+    forget(stale_report("drift"), PLOTS / "drift")
+    skip, drift = s.skip_policy(cfg), s.section(cfg, "drift")
+    user_path = TENSORS_DIR / "val_outputs_user.pt"
+    user = tio.load_tensors(user_path) if user_path.is_file() else None
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    report = drift_step(user, canonical, float(drift["tolerance_mse"]), float(drift["tolerance_max_abs"]), skip)
+    if user is not None:
+        write_error_quantiles(PLOTS / "drift", {n: user[n].numpy() for n in canonical if n in user}, canonical)
+    finish(report)
+
+
+def run_archdoc(cfg: Config) -> None:
+    forget(stale_report("archdoc"), ARCHDOC.parent)
+    archdoc, meta = s.section(cfg, "archdoc"), s.metadata(cfg)
+    model = load_model(s.model_source(cfg))
+    doc = build_architecture_doc(model, ONNX_MODEL, meta, archdoc.get("source"), archdoc.get("llm_model"), archdoc.get("cache_dir"))
+    ARCHDOC.parent.mkdir(parents=True, exist_ok=True)
+    if doc.markdown is not None:
+        ARCHDOC.write_text(doc.markdown)
+    report = StageReport("archdoc", metrics={"origin": doc.origin}, extra={"reason": doc.reason, "prompt_sha256": doc.prompt_sha256})
+    report.write()
+    print(f"[archdoc] {doc.origin}" + (f" ({doc.reason})" if doc.reason else ""), flush=True)

@@ -1,0 +1,88 @@
+"""Assemble the bundle, gate it on the checks, and push it to MLflow."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
+from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
+from ml_atlas_sdk.provenance import versions
+
+
+def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str) -> dict[str, Any]:
+    return {
+        **meta.model_dump(mode="json"),
+        "export": export_used,
+        "versions": versions(),
+        "source": source,
+        "bundle_schema_version": schema_version,
+    }
+
+
+def run_params(meta: ModelMetadata, export_used: dict[str, Any]) -> dict[str, Any]:
+    return {**meta.model_dump(mode="json"), **{f"export.{k}": v for k, v in export_used.items()}}
+
+
+def run_tags(meta: ModelMetadata, manifest: Manifest, results: list[CheckResult], source: dict[str, Any], schema_version: str) -> dict[str, str]:
+    by_name: dict[str, list[Verdict]] = {}
+    for r in results:
+        by_name.setdefault(r.name, []).append(r.verdict)
+    skipped = sorted(n for n, vs in by_name.items() if all(v is Verdict.SKIPPED for v in vs))
+    tags = {
+        "atlas.bundle_schema_version": schema_version,
+        "atlas.model_name": meta.model_name,
+        "atlas.task_type": meta.task_type,
+        "atlas.architecture": meta.architecture,
+        "atlas.bundle_sha256": manifest.bundle_sha256,
+        "atlas.skipped_checks": ",".join(skipped),
+        "atlas.git_commit": source.get("git_commit") or "",
+        "atlas.git_dirty": str(source.get("git_dirty")).lower(),
+        **{f"atlas.check.{n}": worst(vs).value for n, vs in sorted(by_name.items())},
+    }
+    if source.get("dvc_lock_sha256"):
+        tags["atlas.dvc_lock_sha256"] = source["dvc_lock_sha256"]
+    return tags
+
+
+def build_bundle(
+    out_dir: Path,
+    onnx_path: Path,
+    tensor_files: dict[str, Path],
+    meta: ModelMetadata,
+    export_used: dict[str, Any],
+    results: list[CheckResult],
+    architecture_md: str | None,
+    source: dict[str, Any],
+    schema_version: str,
+) -> Manifest:
+    """Gate first (nothing is written for a refused bundle), then write every file."""
+    gate(results)
+    doc = metadata_document(meta, export_used, source, schema_version)
+    return assemble_bundle(out_dir, onnx_path, tensor_files, doc, results, architecture_md)
+
+
+def publish(
+    bundle_dir: Path,
+    manifest: Manifest,
+    meta: ModelMetadata,
+    export_used: dict[str, Any],
+    results: list[CheckResult],
+    source: dict[str, Any],
+    schema_version: str,
+    mlflow_settings: dict[str, Any],
+    on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
+) -> PushResult:
+    return push_bundle(
+        bundle_dir,
+        manifest,
+        run_params(meta, export_used),
+        run_tags(meta, manifest, results, source, schema_version),
+        tracking_uri=mlflow_settings["tracking_uri"],
+        experiment=mlflow_settings["experiment"],
+        run_id=mlflow_settings.get("run_id"),
+        run_name=mlflow_settings.get("run_name"),
+        on_file=on_file,
+    )

@@ -1,0 +1,15 @@
+"""DVC stage `invariance`; also runs alone with Hydra overrides: `python stages/invariance.py key=value`."""
+import hydra
+from omegaconf import DictConfig
+
+from ml_atlas_sdk.pipeline import run_stage, stage_entry
+from ml_atlas_sdk.pipeline.check_stages import run_invariance
+
+
+@hydra.main(config_path="..", config_name="params", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_stage(run_invariance, cfg)
+
+
+if __name__ == "__main__":
+    stage_entry(main)

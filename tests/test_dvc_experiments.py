@@ -1,0 +1,86 @@
+"""Comparing settings with `dvc exp`, and params.yaml staying the composition of conf/."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO_ROOT, run
+from ml_atlas_sdk.pipeline.params import compose_params, main as params_main
+
+
+def experiments_by_name(project: Path) -> dict[str, dict]:
+    """`dvc exp show --json` flattened to {experiment name: its data (params, metrics)}."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                found[rev["name"]] = rev["data"]
+    return found
+
+
+def params_of(data: dict) -> dict:
+    return data["params"]["params.yaml"]["data"]
+
+
+def metrics_of(data: dict, stage: str) -> dict:
+    return data["metrics"][f"reports/{stage}.json"]["data"]
+
+
+def test_exp_run_compares_settings_by_verdicts_and_metrics(project):
+    ok = run(["dvc", "exp", "run", "-S", "export.opset=18", "roundtrip"], project)
+    assert "Running stage 'upload'" not in ok.stdout  # a stage target: experiments never push
+    workspace_roundtrip = json.loads((project / "reports" / "roundtrip.json").read_text())
+    # Zero tolerance fails the round-trip: the check stages still exit 0 and record
+    # the failure, so the failing settings appear in the comparison with their metrics.
+    strict_settings = ["-S", "roundtrip.atol=0", "-S", "roundtrip.rtol=0", "-S", "escalation.enabled=false"]
+    run(["dvc", "exp", "run", *strict_settings, "roundtrip"], project)
+
+    exps = experiments_by_name(project)
+    assert len(exps) == 2
+    opset18 = next(d for d in exps.values() if params_of(d)["export"]["opset"] == 18)
+    strict = next(d for d in exps.values() if params_of(d)["roundtrip"]["atol"] == 0)
+
+    assert params_of(opset18)["roundtrip"]["atol"] == 0.05
+    assert metrics_of(opset18, "roundtrip")["verdicts"] == {"roundtrip": "passed"}
+    assert metrics_of(opset18, "roundtrip")["metrics"] == workspace_roundtrip["metrics"]
+    assert metrics_of(opset18, "roundtrip")["metrics"]["rows"] == 512
+    assert metrics_of(opset18, "export")["settings_used"]["opset"] == 18  # the stage really used it
+
+    assert params_of(strict)["export"]["opset"] == 17
+    assert metrics_of(strict, "roundtrip")["verdicts"] == {"roundtrip": "failed"}
+    outputs = metrics_of(strict, "roundtrip")["metrics"]["outputs"]
+    assert set(outputs) == {"ctr", "logits"}
+    assert max(m["frac_out_of_tol"] for m in outputs.values()) > 0
+    assert metrics_of(strict, "export")["metrics"]["accepted"] is False
+
+    # `-S` overrides the Hydra composition, not the committed conf/.
+    assert run(["git", "status", "--porcelain", "conf"], project).stdout == ""
+
+
+def test_params_yaml_equals_composition_of_conf(tmp_path):
+    fresh = compose_params(REPO_ROOT, tmp_path / "params.yaml")
+    assert fresh.read_bytes() == (REPO_ROOT / "params.yaml").read_bytes(), "params.yaml is stale: run `make params`"
+
+
+def test_params_command_takes_hydra_overrides(tmp_path, monkeypatch, capsys):
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    overrides = ["export.opset=18", "escalation.enabled=false"]
+    monkeypatch.chdir(tmp_path)
+
+    assert params_main(["--check"]) == 0
+    assert params_main(["--check", *overrides]) == 1
+    assert "make params" in capsys.readouterr().err
+
+    # The documented command line, as `make params` runs it.
+    run([sys.executable, "-m", "ml_atlas_sdk.pipeline.params", *overrides], tmp_path)
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert written["export"]["opset"] == 18 and written["escalation"]["enabled"] is False
+    assert written["export"]["do_constant_folding"] is True  # the rest still comes from conf/
+    assert params_main(["--check", *overrides]) == 0
+    assert params_main(["--check"]) == 1
