@@ -5,7 +5,7 @@ stage front door can print it without a traceback.
 """
 
 
-class AtlasInputError(Exception):
+class AtlasInputError(ValueError):
     """Input that cannot be processed at all: bad file, missing column, bad setting, bad model."""
 
 

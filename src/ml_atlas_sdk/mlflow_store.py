@@ -84,11 +84,13 @@ def push_bundle(
     run_id: str | None = None,
     run_name: str | None = None,
     on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
+    before_complete: Callable[[Any, str], None] = lambda client, run_id: None,
 ) -> PushResult:
     """Upload every bundle file under `atlas/`, then tags, then `atlas.bundle_complete` last.
 
     A bundle whose sha is already complete in the experiment reuses that run. Any failure after
     the run exists marks it FAILED; `bundle_complete` is never set on a partial upload.
+    `before_complete(client, run_id)` adds more to the run (the MLflow model) before that tag.
     """
     if build_manifest(bundle_dir).bundle_sha256 != manifest.bundle_sha256:
         raise AtlasBundleError(f"{bundle_dir}: files changed since the manifest was written; assemble the bundle again")
@@ -101,7 +103,7 @@ def push_bundle(
         run = with_retries("creating the run", lambda: client.create_run(experiment_id, run_name=run_name), tracking_uri)
         run_id = run.info.run_id
     try:
-        _upload(client, run_id, bundle_dir, manifest, params, tags, on_file)
+        _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete)
     except BaseException:
         # Best effort: the original error matters more than a failure to mark the run.
         try:
@@ -112,7 +114,7 @@ def push_bundle(
     return PushResult(run_id, experiment, experiment_id, reused=False)
 
 
-def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file) -> None:
+def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete) -> None:
     from mlflow.entities import Param, RunTag
 
     names = [*sorted(manifest.files), MANIFEST]  # the manifest last: a reader trusts it only if it exists
@@ -123,6 +125,7 @@ def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file) -> None
     param_list = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
     tag_list = [RunTag(k, str(v)) for k, v in sorted(tags.items()) if k != COMPLETE_TAG]
     with_retries("logging params and tags", lambda: client.log_batch(run_id, params=param_list, tags=tag_list), client.tracking_uri)
+    before_complete(client, run_id)
     with_retries("marking the bundle complete", lambda: client.set_tag(run_id, COMPLETE_TAG, "true"), client.tracking_uri)
     with_retries("finishing the run", lambda: client.set_terminated(run_id, status="FINISHED"), client.tracking_uri)
 

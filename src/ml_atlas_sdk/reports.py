@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_atlas_sdk.checks.result import CheckResult
+from ml_atlas_sdk.errors import AtlasInputError
 
 REPORTS_DIR = Path("reports")
 
@@ -58,7 +59,15 @@ def write_json(path: Path, payload: Any) -> Path:
 
 
 def read_report(stage: str, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
-    return json.loads((reports_dir / f"{stage}.json").read_text())
+    path = reports_dir / f"{stage}.json"
+    if not path.is_file():
+        raise AtlasInputError(f"{path} is missing: run `dvc repro {stage}` first")
+    return json.loads(path.read_text())
+
+
+def as_written(results: list[CheckResult]) -> list[CheckResult]:
+    """Results exactly as a report file stores them (JSON types), so in-memory and on-disk agree."""
+    return [CheckResult.from_dict(json.loads(json.dumps(_json_safe(r.to_dict())))) for r in results]
 
 
 def _json_safe(value: Any) -> Any:

@@ -116,6 +116,16 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
     columns stay scalar. Ragged columns are refused: the bundle needs one shape per column.
     """
     path = Path(path)
+    table = frame_to_table(df)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def frame_to_table(df: pd.DataFrame) -> pa.Table:
+    """The Arrow table `write_frame` writes: what the SDK tensorizes in memory."""
     arrays, fields = [], []
     for name in df.columns:
         cells = df[name].to_numpy()
@@ -130,12 +140,7 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
             arr = pa.array(_canonical_tensor(np.asarray(cells), f"write_frame: column {name!r}").numpy())
         arrays.append(arr)
         fields.append(pa.field(str(name), arr.type))
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _stack_cells(cells: np.ndarray, where: str) -> np.ndarray:

@@ -27,7 +27,8 @@ def tensorize(
     skip: SkipPolicy,
     calib_min_rows: int,
 ) -> TensorizeResult:
-    """`tables` maps val_inputs (required), val_outputs_user, calibration_inputs to (table, where)."""
+    """`tables` maps val_inputs (required), val_outputs_user, calibration_inputs to (table, where);
+    `where` (a file path or DataFrame name) appears in errors about data that cannot be read."""
     result = TensorizeResult()
     report = result.report
     for stem, (table, where) in tables.items():
@@ -35,9 +36,11 @@ def tensorize(
         names = metadata.output_names if is_output else metadata.input_names
         shapes = metadata.output_shape if is_output else metadata.input_shapes
         tensors = table_to_tensors(table, names, where)
-        report.add(run_check("df_shape_dtype", tensors, shapes, {} if is_output else metadata.dtype_of, where, skip=skip, subject=stem))
+        # Check messages name the bundle file, not the source path, so both front doors (files
+        # or DataFrames) write the same validation report for the same data.
+        report.add(run_check("df_shape_dtype", tensors, shapes, {} if is_output else metadata.dtype_of, stem, skip=skip, subject=stem))
         # NaN/Inf in the user's own reference outputs only makes drift meaningless: warn.
-        report.add(run_check("nan_inf", tensors, where, skip=skip, subject=stem, severity=Verdict.WARNED if is_output else None))
+        report.add(run_check("nan_inf", tensors, stem, skip=skip, subject=stem, severity=Verdict.WARNED if is_output else None))
         result.tensors[stem] = tensors
         report.metrics[f"{stem}_rows"] = row_count(tensors)
     calib = result.tensors.get(CALIBRATION_INPUTS)

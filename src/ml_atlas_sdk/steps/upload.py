@@ -5,9 +5,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
 from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.mlflow_model import log_onnx_model, register
 from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
 from ml_atlas_sdk.provenance import versions
 
@@ -75,6 +78,14 @@ def publish(
     mlflow_settings: dict[str, Any],
     on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
 ) -> PushResult:
+    def add_mlflow_model(client, run_id: str) -> None:
+        inputs = torch.load(bundle_dir / "val_inputs.pt", weights_only=True)
+        outputs = torch.load(bundle_dir / "val_outputs.pt", weights_only=True)
+        log_onnx_model(client, run_id, bundle_dir / "model.onnx", meta, inputs, outputs)
+        if mlflow_settings.get("register_model"):
+            version = register(client, mlflow_settings["register_model"], run_id)
+            print(f"  registered {mlflow_settings['register_model']!r} version {version}", flush=True)
+
     return push_bundle(
         bundle_dir,
         manifest,
@@ -85,4 +96,5 @@ def publish(
         run_id=mlflow_settings.get("run_id"),
         run_name=mlflow_settings.get("run_name"),
         on_file=on_file,
+        before_complete=add_mlflow_model,
     )
