@@ -73,6 +73,7 @@ def _ask_llm(prompt: str, llm_model: str) -> tuple[str | None, str | None]:
         message = client.messages.create(model=llm_model, max_tokens=MAX_TOKENS,
                                          messages=[{"role": "user", "content": prompt}])
         text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text").strip()
+        text = text + "\n" if text else text
     except Exception as exc:  # any API, network or parsing problem means: fall back
         reason = f"Anthropic API call failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return None, reason.replace(api_key, "***")[:300]
