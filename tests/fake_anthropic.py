@@ -7,8 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeAnthropic:
-    def __init__(self, answer: str = "# Architecture\nA fake description.", status: int = 200):
-        self.answer, self.status = answer, status
+    def __init__(self, answer: str = "# Architecture\nA fake description.", status: int = 200,
+                 error: str = "fake internal error"):
+        self.answer, self.status, self.error = answer, status, error
         self.requests: list[dict] = []
         fake = self
 
@@ -17,7 +18,7 @@ class FakeAnthropic:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body or b"{}")})
                 if fake.status != 200:
-                    payload = {"type": "error", "error": {"type": "api_error", "message": "fake internal error"}}
+                    payload = {"type": "error", "error": {"type": "api_error", "message": fake.error}}
                 else:
                     payload = {"id": "msg_fake", "type": "message", "role": "assistant", "model": "fake",
                                "content": [{"type": "text", "text": fake.answer}], "stop_reason": "end_turn",

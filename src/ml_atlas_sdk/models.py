@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +74,13 @@ def load_weights(model: torch.nn.Module, weights: str) -> None:
     if not path.is_file():
         raise AtlasInputError(f"model.weights: {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise AtlasInputError(
-            f"model.weights: {path} is not a plain state_dict loadable with weights_only=True "
-            f"({str(exc).splitlines()[0]}); save model.state_dict(), or use model.checkpoint with model.trust_pickle"
+            f"model.weights: {path} holds pickled objects that torch.load(weights_only=True) refuses; "
+            "save model.state_dict() instead, or use model.checkpoint with model.trust_pickle: true"
         ) from None
     except Exception as exc:
         raise AtlasInputError(f"model.weights: {path} cannot be read ({str(exc).splitlines()[0]})") from None

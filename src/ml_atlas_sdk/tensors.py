@@ -126,6 +126,8 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
 
 def frame_to_table(df: pd.DataFrame) -> pa.Table:
     """The Arrow table `write_frame` writes: what the SDK tensorizes in memory."""
+    if len(df) == 0:
+        raise AtlasInputError("write_frame: the DataFrame has zero rows")
     arrays, fields = [], []
     for name in df.columns:
         cells = df[name].to_numpy()
