@@ -48,12 +48,14 @@ def test_full_usage_inside_an_active_run(tracking_uri, tmp_path):
     )
     mlflow.set_experiment("notebook")
     with mlflow.start_run() as run:
-        run_id = push_to_mlflow(bundle, run)
+        run_id = push_to_mlflow(bundle, run, register_model="atlas-demo-ranker")
     assert run_id == run.info.run_id
     client = MlflowClient(tracking_uri)
     finished = client.get_run(run_id)
     assert finished.data.tags["atlas.skipped_checks"] == "sample_invariance"
     assert finished.data.params["export.batch_size"] == "32"
+    (version,) = client.search_model_versions("name='atlas-demo-ranker'")
+    assert version.run_id == run_id
     files = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "atlas")}
     assert {"calibration_inputs.pt", "val_outputs_user.pt"} <= files and "architecture.md" not in files
 

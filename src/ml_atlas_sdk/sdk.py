@@ -70,12 +70,14 @@ def push_to_mlflow(
     *,
     tracking_uri: str | None = None,
     experiment: str | None = None,
+    register_model: str | None = None,
     work_dir: str | Path | None = None,
 ) -> str:
     """Run every step and check in-process; push only if all non-skipped checks passed.
 
     `run` is an MLflow run (what `mlflow.start_run()` returns), a run id, or None for a new run
-    in `experiment`. Raises AtlasBundleError listing the failed checks; nothing is uploaded then.
+    in `experiment`. `register_model` names a registry entry to add the ONNX model to.
+    Raises AtlasBundleError listing the failed checks; nothing is uploaded then.
     """
     import mlflow
 
@@ -86,7 +88,8 @@ def push_to_mlflow(
         work = Path(work_dir) if work_dir else Path(tmp)
         bundle_dir, manifest, meta, export_used, results, source = build_in_process(bundle, work)
         pushed = publish(bundle_dir, manifest, meta, export_used, results, source, bundle.bundle_schema_version,
-                         {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run_id},
+                         {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run_id,
+                          "register_model": register_model},
                          on_file=lambda name, done, total: print(f"  uploaded {done}/{total} {name}", flush=True))
     print(f"[atlas] {'reused complete run' if pushed.reused else 'pushed run'} {pushed.run_id}", flush=True)
     return pushed.run_id
@@ -128,7 +131,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path):
     tensor_files = {}
     for stem, tensors in {**tensorized.tensors, "val_outputs": canonical}.items():
         tensor_files[f"{stem}.pt"] = tio.save_tensors(tensors, work / "tensors" / f"{stem}.pt")
-    export_used = {**outcome.chosen.settings.to_dict(), "escalation_step": outcome.chosen.step}
+    export_used = export_report.extra["settings_used"]
     bundle_dir = work / "bundle" / BUNDLE_DIR_NAME
     manifest = build_bundle(bundle_dir, onnx_path, tensor_files, meta, export_used, results, doc.markdown,
                             source, bundle.bundle_schema_version)

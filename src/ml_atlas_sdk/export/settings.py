@@ -23,6 +23,11 @@ class ExportSettings:
             raise AtlasInputError(f"{setting}.batch_size: {settings.batch_size} is below 2; a batch of 1 lets the exporter specialise the batch axis")
         return settings
 
+    @classmethod
+    def from_used(cls, used: Mapping[str, Any]) -> "ExportSettings":
+        """The settings part of a recorded `settings_used` (which also holds step and model opset)."""
+        return cls(**{f.name: used[f.name] for f in fields(cls)})
+
     def with_overrides(self, overrides: Mapping[str, Any], setting: str) -> "ExportSettings":
         known = {f.name: f.type for f in fields(self)}
         unknown = sorted(set(overrides) - set(known))

@@ -25,7 +25,7 @@ def run_invariance(cfg: Config) -> None:
     forget(stale_report("invariance"))
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     used = json.loads(EXPORT_INFO.read_text())["settings_used"]
-    settings = ExportSettings.from_config({k: v for k, v in used.items() if k != "escalation_step"})
+    settings = ExportSettings.from_used(used)
     model = load_model(s.model_source(cfg))
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:

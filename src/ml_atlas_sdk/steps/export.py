@@ -5,10 +5,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 
 from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk.checks import SkipPolicy, run_check
+from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
@@ -19,6 +21,14 @@ def print_attempt(attempt: ExportAttempt) -> None:
     changes = ", ".join(f"{k}={v}" for k, v in attempt.overrides.items()) or "configured settings"
     outcome = attempt.status if not attempt.error else f"{attempt.status}: {attempt.error}"
     print(f"  attempt {attempt.step} ({changes}; {attempt.seconds:.1f}s): {outcome}", flush=True)
+
+
+def export_settings_used(outcome: ExportOutcome, onnx_path: Path) -> dict[str, Any] | None:
+    """The settings of the written model, with the opset it really has (dynamo may raise it)."""
+    if outcome.chosen is None:
+        return None
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {**outcome.chosen.settings.to_dict(), "escalation_step": outcome.chosen.step, "model_opset": model_opset(model)}
 
 
 def export_model(
@@ -52,7 +62,7 @@ def export_model(
         "export_sample_rows": len(outcome.sample_rows),
     }
     report.extra = {
-        "settings_used": {**chosen.settings.to_dict(), "escalation_step": chosen.step} if chosen else None,
+        "settings_used": export_settings_used(outcome, out_path),
         "export_sample_rows": outcome.sample_rows,
         "attempts": [a.to_dict() for a in outcome.attempts],
     }
