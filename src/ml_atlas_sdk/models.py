@@ -145,7 +145,7 @@ def run_canonical(
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in output_names}
     starts = range(0, rows, batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc="canonical outputs", unit="batch", disable=not progress, leave=False):
+        for start in tqdm(starts, desc="canonical outputs", unit="batch", disable=None if progress else True, leave=False):
             batch = [inputs[n][start : start + batch_size] for n in input_names]
             out = outputs_by_name(model(*batch), output_names)
             for n in output_names:

@@ -22,7 +22,9 @@ def versions() -> dict[str, str]:
 def source_info(root: Path = Path(".")) -> dict[str, Any]:
     """git commit + dirty flag (None outside git); dvc.lock sha256 only when DVC runs the stage."""
     commit = _git(root, "rev-parse", "HEAD")
-    dirty = None if commit is None else bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+    # DVC rewrites dvc.lock and reports/ while it runs; "dirty" means code or config changed.
+    dirty = None if commit is None else bool(
+        _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports"))
     lock = root / "dvc.lock"
     run_by_dvc = "DVC_STAGE" in os.environ
     return {

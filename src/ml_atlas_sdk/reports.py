@@ -29,7 +29,6 @@ class StageReport:
         # `verdicts` and `metrics` are flat enough for `dvc exp show` columns; `checks` holds the
         # full results (messages, details) for people and for the upload gate.
         return {
-            "stage": self.stage,
             "verdicts": {c.label: c.verdict.value for c in self.checks},
             "metrics": self.metrics,
             "checks": [c.to_dict() for c in self.checks],

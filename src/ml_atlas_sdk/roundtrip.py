@@ -41,7 +41,8 @@ def run_onnx(
     feeds = {n: inputs[n].numpy() for n in input_names}
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
     starts = range(0, rows, batch_size)
-    for start in tqdm(starts, desc="onnxruntime", unit="batch", disable=not progress, leave=False):
+    # disable=None: a bar on a terminal, nothing in CI logs or `dvc repro` captured output.
+    for start in tqdm(starts, desc="onnxruntime", unit="batch", disable=None if progress else True, leave=False):
         feed = {n: v[start : start + batch_size] for n, v in feeds.items()}
         for name, value in zip(output_names, session.run(list(output_names), feed)):
             chunks[name].append(value)

@@ -1,7 +1,6 @@
 """DVC stages invariance, drift and archdoc: read inputs named by the config, call a step, write outputs."""
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from ml_atlas_sdk.archdoc import build_architecture_doc
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline import settings as s
-from ml_atlas_sdk.pipeline.outputs import finish, forget, stale_report
-from ml_atlas_sdk.pipeline.paths import ARCHDOC, CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, PLOTS, TENSORS_DIR
+from ml_atlas_sdk.pipeline.outputs import finish, forget, read_export_info, stale_report
+from ml_atlas_sdk.pipeline.paths import ARCHDOC, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.steps.drift import drift_step
@@ -24,8 +23,7 @@ Config = dict[str, Any]
 def run_invariance(cfg: Config) -> None:
     forget(stale_report("invariance"))
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
-    used = json.loads(EXPORT_INFO.read_text())["settings_used"]
-    settings = ExportSettings.from_used(used)
+    settings = ExportSettings.from_used(read_export_info()["settings_used"])
     model = load_model(s.model_source(cfg))
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from ml_atlas_sdk.pipeline.paths import REPORTS
+from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.pipeline.paths import EXPORT_INFO, REPORTS
 
 
 @contextlib.contextmanager
@@ -41,3 +43,10 @@ def finish(report) -> None:
     """Write a stage's report (DVC metrics) and print its short summary."""
     report.write()
     report.print_summary()
+
+
+def read_export_info() -> dict:
+    """What the export stage accepted: settings used and the export sample's rows."""
+    if not EXPORT_INFO.is_file():
+        raise AtlasInputError(f"{EXPORT_INFO} is missing: run `dvc repro export` first")
+    return json.loads(EXPORT_INFO.read_text())

@@ -1,14 +1,13 @@
 """One function per DVC stage: read inputs named by the config, call a step, write outputs."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline import settings as s
-from ml_atlas_sdk.pipeline.outputs import finish, forget, replaced_dir, stale_report
+from ml_atlas_sdk.pipeline.outputs import finish, forget, read_export_info, replaced_dir, stale_report
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import write_json
@@ -76,7 +75,7 @@ def run_roundtrip(cfg: Config) -> None:
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
-    export_rows = len(json.loads(EXPORT_INFO.read_text())["export_sample_rows"])
+    export_rows = len(read_export_info()["export_sample_rows"])
     forget(PLOTS / "roundtrip")
     report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, meta, s.tolerance(cfg), s.rows_per_run(cfg), export_rows, skip)
     if actual:

@@ -1,7 +1,6 @@
-"""DVC stage upload: gate, assemble build/bundle/atlas/, push to MLflow: read inputs named by the config, call a step, write outputs."""
+"""DVC stage upload: gate on every check, assemble build/bundle/atlas/, push it to MLflow."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME
@@ -10,7 +9,8 @@ from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.mlflow_store import redact_uri
 from ml_atlas_sdk.pipeline import settings as s
 from ml_atlas_sdk.pipeline.outputs import forget, replaced_dir, stale_report
-from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, CHECK_STAGES, EXPORT_INFO, ONNX_MODEL, TENSORS_DIR
+from ml_atlas_sdk.pipeline.outputs import read_export_info
+from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, CHECK_STAGES, ONNX_MODEL, TENSORS_DIR
 from ml_atlas_sdk.pipeline.summary import summary_table
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import read_report, write_json
@@ -24,7 +24,7 @@ def run_upload(cfg: Config) -> None:
     meta, mlflow_cfg = s.metadata(cfg), s.section(cfg, "mlflow")
     results = [CheckResult.from_dict(c) for stage in CHECK_STAGES for c in read_report(stage)["checks"]]
     print(summary_table(results), flush=True)
-    export_used = json.loads(EXPORT_INFO.read_text())["settings_used"]
+    export_used = read_export_info()["settings_used"]
     tensor_files = {p.name: p for p in TENSORS_DIR.glob("*.pt") if p.name != "val_outputs.pt"}
     tensor_files["val_outputs.pt"] = CANONICAL_OUTPUTS
     source = source_info()
