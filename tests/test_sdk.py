@@ -1,7 +1,6 @@
 """The SDK door: the seed's minimal and full usage on the demo model, pushed to a real MLflow store."""
 from __future__ import annotations
 
-import json
 
 import mlflow
 import numpy as np

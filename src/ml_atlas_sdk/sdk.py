@@ -27,7 +27,7 @@ from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
-from ml_atlas_sdk.steps.export import export_model
+from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.invariance import invariance_step
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 from ml_atlas_sdk.steps.tensorize import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER, tensorize
@@ -114,8 +114,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path):
     outcome, export_report = export_model(bundle.model, inputs, canonical, meta, settings, defaults.ESCALATION_LADDER,
                                           defaults.ESCALATION_ENABLED, tol, defaults.ROWS_PER_RUN, onnx_path, skip)
     _say(export_report)
-    if outcome.chosen is None:
-        raise AtlasInputError(f"export: none of the attempts produced an ONNX model (last error: {outcome.attempts[-1].error})")
+    require_exported_model(outcome, "see the attempts printed above")
     reports = [tensorized.report, canonical_report, export_report]
     reports.append(roundtrip_model(onnx_path, inputs, canonical, meta, tol, defaults.ROWS_PER_RUN,
                                    len(outcome.sample_rows), skip)[0])

@@ -12,7 +12,7 @@ from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MOD
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import write_json
 from ml_atlas_sdk.steps.canonical import canonical_outputs
-from ml_atlas_sdk.steps.export import export_model
+from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 from ml_atlas_sdk.steps.tensorize import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER, tensorize
 
@@ -38,6 +38,7 @@ def run_tensorize(cfg: Config) -> None:
             tio.save_tensors(tensors, out / f"{stem}.pt")
     finish(result.report)
 
+
 def run_canonical_outputs(cfg: Config) -> None:
     forget(stale_report("canonical_outputs"), CANONICAL_OUTPUTS)
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
@@ -46,6 +47,7 @@ def run_canonical_outputs(cfg: Config) -> None:
     outputs, report = canonical_outputs(model, inputs, meta, skip, s.rows_per_run(cfg))
     tio.save_tensors(outputs, CANONICAL_OUTPUTS)
     finish(report)
+
 
 def run_export(cfg: Config) -> None:
     forget(stale_report("export"), ONNX_MODEL.parent)
@@ -63,12 +65,8 @@ def run_export(cfg: Config) -> None:
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
                                  "export_sample_rows": outcome.sample_rows})
     finish(report)
-    if outcome.chosen is None:
-        tried = len([a for a in outcome.attempts if a.status != "duplicate"])
-        raise AtlasInputError(
-            f"export: none of {tried} attempt(s) produced an ONNX model "
-            f"(last error: {outcome.attempts[-1].error}); every attempt's log is in reports/export.json"
-        )
+    require_exported_model(outcome, "every attempt's log is in reports/export.json")
+
 
 def run_roundtrip(cfg: Config) -> None:
     forget(stale_report("roundtrip"))

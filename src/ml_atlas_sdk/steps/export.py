@@ -11,6 +11,7 @@ import torch
 from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk.checks import SkipPolicy, run_check
 from ml_atlas_sdk.checks.onnx_checks import model_opset
+from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
@@ -21,6 +22,14 @@ def print_attempt(attempt: ExportAttempt) -> None:
     changes = ", ".join(f"{k}={v}" for k, v in attempt.overrides.items()) or "configured settings"
     outcome = attempt.status if not attempt.error else f"{attempt.status}: {attempt.error}"
     print(f"  attempt {attempt.step} ({changes}; {attempt.seconds:.1f}s): {outcome}", flush=True)
+
+
+def require_exported_model(outcome: ExportOutcome, where_logs_are: str) -> None:
+    """Stop with one line when no attempt produced a model at all (nothing left to check)."""
+    if outcome.chosen is None:
+        tried = len([a for a in outcome.attempts if a.status != "duplicate"])
+        raise AtlasInputError(f"export: none of {tried} attempt(s) produced an ONNX model "
+                              f"(last error: {outcome.attempts[-1].error}); {where_logs_are}")
 
 
 def export_settings_used(outcome: ExportOutcome, onnx_path: Path) -> dict[str, Any] | None:
