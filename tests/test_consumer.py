@@ -1,6 +1,7 @@
 """atlas-bundle verify and resolve against a real MLflow store (sqlite + local artifacts)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,14 +16,15 @@ from sdk_helpers import demo_frame, demo_metadata, demo_model
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
+    os.environ.pop("ANTHROPIC_API_KEY", None)  # the structural architecture.md, no network
     """One good bundle pushed through the SDK; tests copy its run's artifacts before damaging them."""
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     bundle = AtlasArtifactBundle(model=demo_model(), metadata=demo_metadata(), val_inputs_df=demo_frame("val_inputs"),
-                                 val_outputs_df=demo_frame("val_outputs"), architecture_doc=None)
+                                 val_outputs_df=demo_frame("val_outputs"),
+                                 calibration_inputs_df=demo_frame("calibration_inputs"))  # every SPEC file
     cwd = Path.cwd()
     try:
-        import os
         os.chdir(root)  # the embedded store keeps artifacts in ./mlartifacts
         run_id = push_to_mlflow(bundle, None, tracking_uri=uri)
     finally:
@@ -45,8 +47,8 @@ def test_verify_passes_on_a_good_bundle(pushed):
     assert "verified" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "metadata.json", "val_inputs.pt", "val_outputs.pt",
-                                  "validation_report.json", "val_outputs_user.pt"])
+@pytest.mark.parametrize("name", ["model.onnx", "metadata.json", "val_inputs.pt", "val_outputs.pt", "calibration_inputs.pt",
+                                  "val_outputs_user.pt", "architecture.md", "validation_report.json", "manifest.json"])
 def test_one_flipped_byte_fails_naming_the_file(pushed, name):
     uri, run_id = pushed
     target = _artifact_dir(uri, run_id) / name
@@ -59,7 +61,7 @@ def test_one_flipped_byte_fails_naming_the_file(pushed, name):
     finally:
         target.write_bytes(original)
     assert result.returncode == 1
-    assert result.stderr.splitlines()[0].startswith(f"{name}: sha256 or size differs")
+    assert any(line.startswith(f"{name}: ") for line in result.stderr.splitlines()), result.stderr
 
 
 def test_incomplete_run_is_refused(pushed):

@@ -51,6 +51,10 @@ def test_fresh_clone_repro_pushes_a_complete_verified_bundle(project, tmp_path):
     assert meta["export"]["escalation_step"] == 0 and meta["versions"]["torch"] == torch.__version__
     assert meta["source"]["git_commit"] and meta["source"]["dvc_lock_sha256"]
 
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert {"reports/plots/roundtrip/ctr.csv", "reports/plots/roundtrip/logits.csv",
+            "reports/plots/drift/ctr.csv", "reports/plots/drift/logits.csv"} <= set(plots["data"])
+
     second = run(["dvc", "repro"], project)
     assert _ran(second.stdout) == set()
 
