@@ -103,29 +103,31 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path):
               CALIBRATION_INPUTS: bundle.calibration_inputs_df}
     tables = {stem: (tio.frame_to_table(df), f"{stem}_df") for stem, df in frames.items() if df is not None}
     tensorized = tensorize(tables, meta, skip, defaults.CALIB_MIN_ROWS)
-    _say(tensorized.report)
+    tensorized.report.print_summary()
     inputs = tensorized.tensors[VAL_INPUTS]
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, defaults.ROWS_PER_RUN)
-    _say(canonical_report)
+    canonical_report.print_summary()
     settings = ExportSettings(opset=meta.onnx_opset, do_constant_folding=defaults.DO_CONSTANT_FOLDING,
                               dynamo=defaults.DYNAMO, batch_size=bundle.export_batch_size)
     tol = rt.Tolerance(defaults.ROUNDTRIP_RTOL, defaults.ROUNDTRIP_ATOL)
     onnx_path = work / "onnx" / "model.onnx"
     outcome, export_report = export_model(bundle.model, inputs, canonical, meta, settings, defaults.ESCALATION_LADDER,
                                           defaults.ESCALATION_ENABLED, tol, defaults.ROWS_PER_RUN, onnx_path, skip)
-    _say(export_report)
+    export_report.print_summary()
     require_exported_model(outcome, "see the attempts printed above")
-    reports = [tensorized.report, canonical_report, export_report]
-    reports.append(roundtrip_model(onnx_path, inputs, canonical, meta, tol, defaults.ROWS_PER_RUN,
-                                   len(outcome.sample_rows), skip)[0])
-    reports.append(invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance"))
-    reports.append(drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, bundle.drift_tolerance_mse,
-                              bundle.drift_tolerance_max_abs, skip))
-    for report in reports[3:]:
-        _say(report)
+    roundtrip_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, tol, defaults.ROWS_PER_RUN,
+                                          len(outcome.sample_rows), skip)
+    roundtrip_report.print_summary()
+    invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
+    invariance_report.print_summary()
+    drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, bundle.drift_tolerance_mse,
+                              bundle.drift_tolerance_max_abs, skip)
+    drift_report.print_summary()
+    # Same order as the pipeline's CHECK_STAGES, so validation_report.json is identical.
+    reports = [tensorized.report, canonical_report, export_report, roundtrip_report, invariance_report, drift_report]
     results: list[CheckResult] = as_written([c for r in reports for c in r.checks])
     source = source_info()  # no DVC_STAGE here, so no dvc.lock hash
-    doc = build_architecture_doc(bundle.model, onnx_path, meta, _doc_source(bundle.architecture_doc),
+    doc = build_architecture_doc(bundle.model, onnx_path, meta, bundle.architecture_doc,
                                  defaults.ARCHDOC_LLM_MODEL, None)
     tensor_files = {}
     for stem, tensors in {**tensorized.tensors, "val_outputs": canonical}.items():
@@ -137,10 +139,6 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path):
     return bundle_dir, manifest, meta, export_used, results, source
 
 
-def _doc_source(value: str | Path | None) -> str | None:
-    return None if value is None else str(value)
-
-
 def _experiment_of(run_id: str | None, tracking_uri: str) -> str | None:
     if run_id is None:
         return None
@@ -149,6 +147,3 @@ def _experiment_of(run_id: str | None, tracking_uri: str) -> str | None:
     client = MlflowClient(tracking_uri=tracking_uri)
     return client.get_experiment(client.get_run(run_id).info.experiment_id).name
 
-
-def _say(report) -> None:
-    report.print_summary()
