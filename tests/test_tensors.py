@@ -14,8 +14,8 @@ from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.tensors import read_table, save_tensors, table_to_tensors, write_frame
 
 
-def _roundtrip(table: pa.Table, tmp_path, names):
-    pq.write_table(table, tmp_path / "t.parquet")
+def _roundtrip(table: pa.Table, tmp_path, names, row_group_size=None):
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=row_group_size)
     return table_to_tensors(read_table(tmp_path / "t.parquet", "data.val_inputs"), names, "t.parquet")
 
 
@@ -34,6 +34,53 @@ def test_every_cell_layout_becomes_a_row_major_tensor(tmp_path):
     assert out["scalar"].tolist() == [1, 2, 3, 4] and out["scalar"].dtype == torch.int64
     np.testing.assert_array_equal(out["nested"].numpy(), images.astype(np.int64))
     np.testing.assert_array_equal(out["tensor"].numpy(), images.astype(np.float32))
+
+
+def _layouts(values: np.ndarray) -> dict[str, pa.Array]:
+    """The same (rows, 2) values as each layout a Parquet column may use."""
+    arrow_type = pa.from_numpy_dtype(values.dtype)
+    return {
+        "tensor": pa.FixedShapeTensorArray.from_numpy_ndarray(values),
+        "fixed": pa.array(list(values), type=pa.list_(arrow_type, 2)),
+        "nested": pa.array([list(r) for r in values], type=pa.list_(arrow_type)),
+        "large": pa.array([list(r) for r in values], type=pa.large_list(arrow_type)),
+        "scalar": pa.array(values[:, 0]),
+    }
+
+
+@pytest.mark.parametrize("np_dtype, expected", [
+    (np.float16, torch.float32), (np.float64, torch.float32),
+    (np.int8, torch.int64), (np.int32, torch.int64), (np.uint16, torch.int64),
+])
+def test_floats_become_float32_and_ints_int64_in_every_layout(tmp_path, np_dtype, expected):
+    # The bundle's tensors must not depend on how wide the user's DataFrame happened to be.
+    values = (np.arange(6).reshape(3, 2) * 3).astype(np_dtype)
+    layouts = _layouts(values)
+    out = _roundtrip(pa.table(layouts), tmp_path, list(layouts))
+    for name, tensor in out.items():
+        assert tensor.dtype == expected, name
+        want = values[:, 0] if name == "scalar" else values
+        np.testing.assert_array_equal(tensor.numpy(), want.astype(tensor.numpy().dtype), err_msg=name)
+
+
+def test_ragged_row_is_counted_across_row_groups(tmp_path):
+    # Parquet row groups arrive as separate chunks; the error must name the file's row, not the chunk's.
+    table = pa.table({"x": pa.array([[1, 2]] * 5 + [[1]])})
+    with pytest.raises(AtlasInputError, match=r"column 'x' row 5: cell shape differs"):
+        _roundtrip(table, tmp_path, ["x"], row_group_size=2)
+
+
+def test_all_empty_nested_cells_give_an_empty_tensor(tmp_path):
+    table = pa.table({"x": pa.array([[], [], []], type=pa.list_(pa.list_(pa.float64())))})
+    # The rank follows the Arrow type's nesting even when no cell has a deeper level to measure.
+    out = _roundtrip(table, tmp_path, ["x"])["x"]
+    assert out.shape == (3, 0, 0) and out.dtype == torch.float32
+
+
+def test_non_numeric_column_names_the_column(tmp_path):
+    table = pa.table({"ok": pa.array([1, 2]), "label": pa.array(["a", "b"])})
+    with pytest.raises(AtlasInputError, match=r"t.parquet: column 'label': cells of type string are not numeric"):
+        _roundtrip(table, tmp_path, ["ok", "label"])
 
 
 def test_ragged_nested_lists_name_column_and_row(tmp_path):
@@ -58,10 +105,19 @@ def test_write_frame_round_trips_ndarray_cells(tmp_path):
     assert out["dense"].dtype == torch.float32 and out["dense"][2].tolist() == [2.0] * 4
 
 
+def test_write_frame_refuses_ragged_cells_naming_column_and_row(tmp_path):
+    df = pd.DataFrame({"ok": [np.zeros(3)] * 3, "tokens": [np.zeros(3), np.zeros(3), np.zeros(2)]})
+    with pytest.raises(AtlasInputError, match=r"write_frame: column 'tokens' row 2: cell shape \(2,\) differs from row 0 \(3,\)"):
+        write_frame(df, tmp_path / "f.parquet")
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_save_tensors_is_deterministic_and_weights_only_loadable(tmp_path):
     tensors = {"a": torch.arange(6.0).reshape(2, 3).t(), "b": torch.arange(3)}
     first = save_tensors(tensors, tmp_path / "one" / "val_inputs.pt")
     second = save_tensors(tensors, tmp_path / "two" / "val_inputs.pt")
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     loaded = torch.load(first, weights_only=True)
+    assert loaded.keys() == tensors.keys()
     assert loaded["a"].is_contiguous() and torch.equal(loaded["a"], tensors["a"])
+    assert sorted(p.name for p in first.parent.iterdir()) == ["val_inputs.pt"]  # no .partial folder left

@@ -64,7 +64,7 @@ def _nested_lists_to_ndarray(array: pa.Array, where: str) -> np.ndarray:
             size = level.type.list_size
         else:
             lengths = pc.list_value_length(level).to_numpy(zero_copy_only=False)
-            size = int(lengths[0])
+            size = int(lengths[0]) if lengths.size else 0  # every outer cell empty: nothing deeper
             ragged = np.flatnonzero(lengths != size)
             if ragged.size:
                 elem = int(ragged[0])
