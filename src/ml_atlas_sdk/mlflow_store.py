@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manifest
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.secrets import redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
 
 COMPLETE_TAG = "atlas.bundle_complete"
 SHA_TAG = "atlas.bundle_sha256"
@@ -30,27 +30,6 @@ class PushResult:
     experiment: str
     experiment_id: str
     reused: bool
-
-
-def redact_uri(uri: str) -> str:
-    """Drop credentials (user:password@) and query strings, which may carry tokens."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password or parts.query):
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host, query=""))
-
-
-def scrub(text: str, tracking_uri: str) -> str:
-    """Remove the tracking URI's credentials from a message that may quote it."""
-    parts = urlsplit(tracking_uri)
-    text = text.replace(tracking_uri, redact_uri(tracking_uri))
-    for secret in (parts.password, parts.query):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def client_for(tracking_uri: str):
@@ -107,7 +86,8 @@ def push_bundle(
     except BaseException:
         # Best effort: the original error matters more than a failure to mark the run.
         try:
-            client.set_terminated(run_id, status="FAILED")
+            with scrubbed_stdout(tracking_uri):  # MLflow prints "View run ... at: <URI>" here
+                client.set_terminated(run_id, status="FAILED")
         except Exception:
             pass
         raise
@@ -127,7 +107,8 @@ def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_
     with_retries("logging params and tags", lambda: client.log_batch(run_id, params=param_list, tags=tag_list), client.tracking_uri)
     before_complete(client, run_id)
     with_retries("marking the bundle complete", lambda: client.set_tag(run_id, COMPLETE_TAG, "true"), client.tracking_uri)
-    with_retries("finishing the run", lambda: client.set_terminated(run_id, status="FINISHED"), client.tracking_uri)
+    with scrubbed_stdout(client.tracking_uri):  # MLflow prints "View run ... at: <URI>" here
+        with_retries("finishing the run", lambda: client.set_terminated(run_id, status="FINISHED"), client.tracking_uri)
 
 
 def _experiment_id(client, name: str, tracking_uri: str) -> str:
