@@ -6,10 +6,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml_atlas_sdk.dtypes import SUPPORTED_DTYPES
 from ml_atlas_sdk.errors import AtlasInputError
 
 MIN_OPSET = 17
-SUPPORTED_DTYPES = ("float32", "float16", "float64", "int64", "int32", "bool")
 
 DynamicAxes = dict[str, dict[int, str] | list[int]]
 

@@ -12,7 +12,9 @@ from ml_atlas_sdk.metadata import ModelMetadata
 
 MODEL_ARTIFACT_PATH = "model"
 EXAMPLE_ROWS = 2
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
+# Every dtype metadata.input_dtypes may declare (ml_atlas_sdk.dtypes), plus the defaults.
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_,
+                 torch.int32: np.int32, torch.float16: np.float16, torch.float64: np.float64}
 
 
 def signature_for(meta: ModelMetadata, val_inputs: dict[str, torch.Tensor], val_outputs: dict[str, torch.Tensor]):

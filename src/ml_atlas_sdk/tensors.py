@@ -1,7 +1,8 @@
 """Parquet <-> `dict[name, Tensor]` through Arrow, with no per-row Python loop.
 
-Cells may be Arrow `fixed_shape_tensor`, fixed-size lists, (nested) lists or scalars. Floats
-become float32 and ints int64, so the bundle's tensors look the same whatever the DataFrame held.
+Cells may be Arrow `fixed_shape_tensor`, fixed-size lists, (nested) lists or scalars. Dtypes
+follow `ml_atlas_sdk.dtypes` (declared `input_dtypes`, else floats float32 and ints int64), so the
+bundle's tensors look the same whatever width the DataFrame happened to hold.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from ml_atlas_sdk.dtypes import cast_exact
 from ml_atlas_sdk.errors import AtlasInputError
 
 
@@ -32,17 +34,22 @@ def read_table(path: str | Path, setting: str) -> pa.Table:
     return table
 
 
-def table_to_tensors(table: pa.Table, names: list[str], where: str) -> dict[str, torch.Tensor]:
-    """One tensor per named column, first dim = rows; `where` names the file in errors."""
+def table_to_tensors(
+    table: pa.Table, names: list[str], where: str, dtypes: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """One tensor per named column, first dim = rows; `where` names the file in errors and
+    `dtypes` (metadata.input_dtypes) the declared dtype of some columns."""
     missing = [n for n in names if n not in table.column_names]
     if missing:
         raise AtlasInputError(
             f"{where}: missing column(s) {missing}; the file has {table.column_names}"
         )
-    return {name: column_to_tensor(table.column(name), f"{where}: column {name!r}") for name in names}
+    dtypes = dtypes or {}
+    return {name: column_to_tensor(table.column(name), f"{where}: column {name!r}", dtypes.get(name))
+            for name in names}
 
 
-def column_to_tensor(column: pa.ChunkedArray, where: str) -> torch.Tensor:
+def column_to_tensor(column: pa.ChunkedArray, where: str, declared: str | None = None) -> torch.Tensor:
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     _refuse_nulls(array, where)
     if isinstance(array.type, pa.FixedShapeTensorType):
@@ -51,7 +58,8 @@ def column_to_tensor(column: pa.ChunkedArray, where: str) -> torch.Tensor:
         values = _nested_lists_to_ndarray(array, where)
     else:
         values = _to_numpy(array, where)
-    return _canonical_tensor(values, where)
+    # One array for the whole column, so a refused cast names the file's row, not a row group's.
+    return _owned_tensor(cast_exact(values, declared, where))
 
 
 def _nested_lists_to_ndarray(array: pa.Array, where: str) -> np.ndarray:
@@ -97,13 +105,7 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def _canonical_tensor(values: np.ndarray, where: str) -> torch.Tensor:
-    if np.issubdtype(values.dtype, np.floating):
-        values = values.astype(np.float32, copy=False)
-    elif np.issubdtype(values.dtype, np.integer):
-        values = values.astype(np.int64, copy=False)
-    elif values.dtype != np.bool_:
-        raise AtlasInputError(f"{where}: dtype {values.dtype} is not numeric")
+def _owned_tensor(values: np.ndarray) -> torch.Tensor:
     if not values.flags.writeable:  # Arrow buffers are read-only; torch wants to own its memory
         values = values.copy()
     return torch.from_numpy(np.ascontiguousarray(values))
@@ -125,24 +127,38 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def frame_to_table(df: pd.DataFrame) -> pa.Table:
-    """The Arrow table `write_frame` writes: what the SDK tensorizes in memory."""
+    """The Arrow table `write_frame` writes: what the SDK tensorizes in memory.
+
+    Values keep their dtype: the tensorize step applies the one dtype policy to both doors.
+    """
     if len(df) == 0:
         raise AtlasInputError("write_frame: the DataFrame has zero rows")
     arrays, fields = [], []
     for name in df.columns:
+        where = f"write_frame: column {name!r}"
         cells = df[name].to_numpy()
         if len(cells) and isinstance(cells[0], (np.ndarray, list, tuple, torch.Tensor)):
-            stacked = _stack_cells(cells, f"write_frame: column {name!r}")
-            stacked = _canonical_tensor(stacked, f"write_frame: column {name!r}").numpy()
-            if stacked.ndim == 1:
-                arr = pa.array(stacked)
-            else:
-                arr = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(stacked))
+            values = _stack_cells(cells, where)
         else:
-            arr = pa.array(_canonical_tensor(np.asarray(cells), f"write_frame: column {name!r}").numpy())
+            values = np.asarray(cells)
+        if values.dtype.kind not in "fiub":
+            raise AtlasInputError(f"{where}: dtype {values.dtype} is not numeric")
+        arr = _cells_to_arrow(np.ascontiguousarray(values))
         arrays.append(arr)
         fields.append(pa.field(str(name), arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _cells_to_arrow(values: np.ndarray) -> pa.Array:
+    if values.ndim == 1:
+        return pa.array(values)
+    if values.dtype != np.bool_:
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(values)
+    # Arrow tensors cannot hold bools (they are bit-packed): nest fixed-size lists instead.
+    arr = pa.array(values.reshape(-1))
+    for size in reversed(values.shape[1:]):
+        arr = pa.FixedSizeListArray.from_arrays(arr, size)
+    return arr
 
 
 def _stack_cells(cells: np.ndarray, where: str) -> np.ndarray:

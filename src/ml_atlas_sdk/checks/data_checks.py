@@ -6,7 +6,8 @@ import torch
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
 
-_FLOAT_DTYPES = ("float32", "float16", "float64")
+# The dtype policy's defaults (ml_atlas_sdk.dtypes) for columns without a declared dtype.
+_DEFAULT_DTYPES = ("float32", "int64", "bool")
 
 
 @check("df_shape_dtype")
@@ -16,7 +17,8 @@ def df_shape_dtype(
     expected_dtypes: dict[str, str],
     where: str,
 ) -> Finding:
-    """Each column's cell shape matches the metadata shape (batch axis aside) and its dtype kind."""
+    """Each column's cell shape matches the metadata shape (batch axis aside) and its dtype is the
+    declared one (metadata.input_dtypes) or, undeclared, one of float32, int64, bool."""
     problems, observed = [], {}
     for name, tensor in tensors.items():
         shape = expected_shapes[name]
@@ -31,9 +33,11 @@ def df_shape_dtype(
         ]
         if wrong:
             problems.append(f"column {name!r}: cell shape {list(tensor.shape[1:])} vs metadata {shape[1:]} ({', '.join(wrong)})")
-        declared = expected_dtypes.get(name)
-        if declared and (declared in _FLOAT_DTYPES) != tensor.is_floating_point():
-            problems.append(f"column {name!r}: dtype {observed[name]['dtype']} but metadata input_dtypes says {declared}")
+        got, declared = observed[name]["dtype"], expected_dtypes.get(name)
+        if declared and got != declared:
+            problems.append(f"column {name!r}: dtype {got} but metadata input_dtypes says {declared}")
+        elif not declared and got not in _DEFAULT_DTYPES:
+            problems.append(f"column {name!r}: dtype {got}, expected one of {list(_DEFAULT_DTYPES)}")
     details = {"where": where, "columns": observed, "problems": problems}
     if problems:
         return Finding(False, f"{where}: " + "; ".join(problems), details)

@@ -1,9 +1,11 @@
 """Checks on the exported ONNX file itself: what atlas reads before it builds an engine."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
+import torch
 
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
@@ -15,8 +17,11 @@ def model_opset(model: onnx.ModelProto) -> int:
 
 
 @check("onnx_cross_check")
-def onnx_cross_check(onnx_path: Path, metadata: ModelMetadata, expected_opset: int) -> Finding:
-    """ONNX checker, I/O names in order, a symbolic (dim_param) batch axis on every I/O, opset."""
+def onnx_cross_check(
+    onnx_path: Path, metadata: ModelMetadata, expected_opset: int, val_inputs: Mapping[str, torch.Tensor] | None = None
+) -> Finding:
+    """ONNX checker, I/O names in order, a symbolic (dim_param) batch axis on every I/O, opset, and
+    each graph input's dtype equal to what val_inputs.pt holds (the dtype policy's promise)."""
     problems: list[str] = []
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
@@ -37,11 +42,28 @@ def onnx_cross_check(onnx_path: Path, metadata: ModelMetadata, expected_opset: i
             axis0.dim_value if axis0 is not None else None)
         if axis0 is None or not axis0.dim_param:
             problems.append(f"{value.name!r}: axis 0 is {batch_axes[value.name]!r}, not a symbolic batch dim")
+    dtypes = graph_input_dtypes(graph_inputs)
+    for name, tensor in (val_inputs or {}).items():
+        want = str(tensor.dtype).removeprefix("torch.")
+        if name in dtypes and dtypes[name] != want:
+            problems.append(f"graph input {name!r} takes {dtypes[name]} but val_inputs.pt holds {want}")
     opset = model_opset(model)
     # The dynamo exporter may raise the requested opset (its minimum is 18); lower is never right.
     if opset < max(expected_opset, metadata.onnx_opset):
         problems.append(f"opset {opset}, expected at least {expected_opset} (metadata.onnx_opset {metadata.onnx_opset})")
-    details = {**names, "batch_axes": batch_axes, "opset": opset, "problems": problems}
+    details = {**names, "batch_axes": batch_axes, "input_dtypes": dtypes, "opset": opset, "problems": problems}
     if problems:
         return Finding(False, "; ".join(problems), details)
     return Finding(True, f"checker ok, names match, dynamic batch on {len(batch_axes)} I/O, opset {opset}", details)
+
+
+def graph_input_dtypes(graph_inputs) -> dict[str, str]:
+    """numpy-style dtype names ("float32", "int64", "bool") of ONNX graph inputs."""
+    out = {}
+    for value in graph_inputs:
+        elem = value.type.tensor_type.elem_type
+        try:
+            out[value.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).name
+        except Exception:  # undefined or exotic element types have no numpy twin
+            out[value.name] = onnx.TensorProto.DataType.Name(elem).lower()
+    return out

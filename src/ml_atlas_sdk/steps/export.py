@@ -63,7 +63,7 @@ def export_model(
     )
     chosen = outcome.chosen
     if chosen is not None:
-        report.add(run_check("onnx_cross_check", out_path, metadata, chosen.settings.opset, skip=skip))
+        report.add(run_check("onnx_cross_check", out_path, metadata, chosen.settings.opset, inputs, skip=skip))
     report.metrics = {
         "accepted": outcome.accepted,
         "accepted_step": chosen.step if outcome.accepted else None,

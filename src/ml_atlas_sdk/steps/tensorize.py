@@ -35,10 +35,12 @@ def tensorize(
         is_output = stem == VAL_OUTPUTS_USER
         names = metadata.output_names if is_output else metadata.input_names
         shapes = metadata.output_shape if is_output else metadata.input_shapes
-        tensors = table_to_tensors(table, names, where)
+        # Inputs (val and calibration) get the dtype the ONNX graph receives; outputs the defaults.
+        declared = {} if is_output else metadata.dtype_of
+        tensors = table_to_tensors(table, names, where, declared)
         # Check messages name the bundle file, not the source path, so both front doors (files
         # or DataFrames) write the same validation report for the same data.
-        report.add(run_check("df_shape_dtype", tensors, shapes, {} if is_output else metadata.dtype_of, stem, skip=skip, subject=stem))
+        report.add(run_check("df_shape_dtype", tensors, shapes, declared, stem, skip=skip, subject=stem))
         # NaN/Inf in the user's own reference outputs only makes drift meaningless: warn.
         report.add(run_check("nan_inf", tensors, stem, skip=skip, subject=stem, severity=Verdict.WARNED if is_output else None))
         result.tensors[stem] = tensors
