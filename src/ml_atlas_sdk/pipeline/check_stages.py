@@ -10,7 +10,7 @@ from ml_atlas_sdk.archdoc import build_architecture_doc
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline import settings as s
-from ml_atlas_sdk.pipeline.outputs import finish, forget, read_export_info, stale_report
+from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import ARCHDOC, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import StageReport
@@ -21,7 +21,7 @@ Config = dict[str, Any]
 
 
 def run_invariance(cfg: Config) -> None:
-    forget(stale_report("invariance"))
+    begin("invariance")
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     settings = ExportSettings.from_used(read_export_info()["settings_used"])
     model = load_model(s.model_source(cfg))
@@ -32,19 +32,18 @@ def run_invariance(cfg: Config) -> None:
 
 
 def run_drift(cfg: Config) -> None:
-    forget(stale_report("drift"), PLOTS / "drift")
+    begin("drift", PLOTS / "drift")
     skip, drift = s.skip_policy(cfg), s.section(cfg, "drift")
     user_path = TENSORS_DIR / "val_outputs_user.pt"
     user = tio.load_tensors(user_path) if user_path.is_file() else None
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     report = drift_step(user, canonical, float(drift["tolerance_mse"]), float(drift["tolerance_max_abs"]), skip)
-    if user is not None:
-        write_error_quantiles(PLOTS / "drift", {n: user[n].numpy() for n in canonical if n in user}, canonical)
+    write_error_quantiles(PLOTS / "drift", user and {n: user[n].numpy() for n in canonical if n in user}, canonical)
     finish(report)
 
 
 def run_archdoc(cfg: Config) -> None:
-    forget(stale_report("archdoc"), ARCHDOC.parent)
+    begin("archdoc", ARCHDOC.parent)
     archdoc, meta = s.section(cfg, "archdoc"), s.metadata(cfg)
     model = load_model(s.model_source(cfg))
     doc = build_architecture_doc(model, ONNX_MODEL, meta, archdoc.get("source"), archdoc.get("llm_model"), archdoc.get("cache_dir"))

@@ -39,6 +39,12 @@ def stale_report(stage: str) -> Path:
     return REPORTS / f"{stage}.json"
 
 
+def begin(stage: str, *outputs: Path) -> None:
+    """Forget a stage's earlier report and outputs, and the upload report too: if this stage fails,
+    DVC stops before upload, and an old "pushed" with an old run id must not look like this run's."""
+    forget(stale_report(stage), *outputs, stale_report("upload"))
+
+
 def finish(report) -> None:
     """Write a stage's report (DVC metrics) and print its short summary."""
     report.write()

@@ -7,7 +7,7 @@ from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline import settings as s
-from ml_atlas_sdk.pipeline.outputs import finish, forget, read_export_info, replaced_dir, stale_report
+from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info, replaced_dir
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import write_json
@@ -23,7 +23,7 @@ DATA_FILES = {"val_inputs": VAL_INPUTS, "val_outputs": VAL_OUTPUTS_USER, "calibr
 
 
 def run_tensorize(cfg: Config) -> None:
-    forget(stale_report("tensorize"))
+    begin("tensorize", TENSORS_DIR)
     meta, skip, data = s.metadata(cfg), s.skip_policy(cfg), s.section(cfg, "data")
     if not data.get("val_inputs"):
         raise AtlasInputError("data.val_inputs: required, got nothing")
@@ -40,7 +40,7 @@ def run_tensorize(cfg: Config) -> None:
 
 
 def run_canonical_outputs(cfg: Config) -> None:
-    forget(stale_report("canonical_outputs"), CANONICAL_OUTPUTS)
+    begin("canonical_outputs", CANONICAL_OUTPUTS)
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     model = load_model(s.model_source(cfg))
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
@@ -50,7 +50,7 @@ def run_canonical_outputs(cfg: Config) -> None:
 
 
 def run_export(cfg: Config) -> None:
-    forget(stale_report("export"), ONNX_MODEL.parent)
+    begin("export", ONNX_MODEL.parent)
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     settings = s.export_settings(cfg, meta)
     escalation = s.section(cfg, "escalation")
@@ -69,13 +69,11 @@ def run_export(cfg: Config) -> None:
 
 
 def run_roundtrip(cfg: Config) -> None:
-    forget(stale_report("roundtrip"))
+    begin("roundtrip", PLOTS / "roundtrip")
     meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_rows = len(read_export_info()["export_sample_rows"])
-    forget(PLOTS / "roundtrip")
     report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, meta, s.tolerance(cfg), s.rows_per_run(cfg), export_rows, skip)
-    if actual:
-        write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
+    write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     finish(report)
