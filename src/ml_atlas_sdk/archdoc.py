@@ -18,6 +18,7 @@ import torch
 
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.secrets import first_line, scrub
 
 # Bounded so a dead or hanging server costs at most ~2 minutes of a pipeline run, not forever.
 REQUEST_TIMEOUT_S = 60.0
@@ -77,16 +78,11 @@ def _ask_llm(prompt: str, llm_model: str) -> tuple[str | None, str | None]:
                                          messages=[{"role": "user", "content": prompt}])
         text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
     except Exception as exc:  # any API, network or parsing problem means: fall back
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return None, _redact(f"Anthropic API call failed: {type(exc).__name__}: {first}", api_key)[:300]
+        return None, f"Anthropic API call failed: {type(exc).__name__}: {first_line(exc, api_key)}"[:300]
     if not text.strip():
         return None, "Anthropic API returned no text"
     # A proxy or a model could echo request headers; the key must not reach the cache or the bundle.
-    return _redact(text.strip(), api_key) + "\n", None  # a markdown file ends with a newline
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+    return scrub(text.strip(), api_key) + "\n", None  # a markdown file ends with a newline
 
 
 def model_facts(model: torch.nn.Module, onnx_path: Path | None, metadata: ModelMetadata) -> str:

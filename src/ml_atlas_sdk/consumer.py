@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,14 +19,17 @@ from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, bundle_sha2
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import ModelMetadata
-from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for, redact_uri
+from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for
 from ml_atlas_sdk.provenance import file_sha256
+from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
 
 # verify prints one line per problem on stderr; MLflow's download bar would interleave with them.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 _BUNDLE_ONLY_KEYS = ("export", "versions", "source", "bundle_schema_version")
 _TENSOR_DTYPES = (torch.float32, torch.int64, torch.bool)
+_REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", "validation_report.json")
+_SHA = re.compile(r"[0-9a-f]{64}")  # also keeps a forged tag from naming a path outside the cache
 
 
 @dataclass(frozen=True)
@@ -38,44 +42,52 @@ class ResolvedBundle:
 
 def verify(run_id: str, tracking_uri: str | None = None) -> list[str]:
     """Every problem with what the store holds now for `run_id`, one line each ([] = good)."""
+    uri = tracking_uri or _default_uri()
     try:
-        sha = _complete_sha(run_id, tracking_uri)
+        sha = _complete_sha(run_id, uri)
         with tempfile.TemporaryDirectory(prefix="atlas-verify-") as tmp:
-            local = _download(run_id, tracking_uri, Path(tmp))
+            local = _download(run_id, uri, Path(tmp))
             problems = check_bundle_dir(local)
-            manifest = _read_json(local / MANIFEST)
-            if manifest and manifest.get("bundle_sha256") != sha:
-                problems.append(f"{MANIFEST}: bundle_sha256 differs from the run's {SHA_TAG} tag")
-            return problems
+            return problems + _sha_problems(local, sha)
     except AtlasBundleError as exc:
-        return [str(exc)]
+        return [scrub(str(exc), uri)]
 
 
 def resolve(run_id: str, tracking_uri: str | None = None, cache_dir: str | Path | None = None) -> ResolvedBundle:
     """A verified local copy of the bundle, cached by bundle_sha256; works offline from the cache.
 
-    The manifest is re-checked on every cache hit, so a corrupted cache is never returned.
+    On every cache hit the folder must match its manifest, and the manifest's bundle_sha256 must
+    equal the run's tag and the folder's name: a cache swapped for another self-consistent bundle
+    is downloaded again (online) or refused (offline), never returned.
     """
+    uri = tracking_uri or _default_uri()
     cache = Path(cache_dir) if cache_dir else _default_cache()
     index = cache / "runs" / run_id
     try:
-        sha = _complete_sha(run_id, tracking_uri)
-    except AtlasBundleError as online_error:
-        if not index.is_file():
+        sha = _complete_sha(run_id, uri)
+        online = True
+    except _Unreachable as online_error:
+        # Offline: the index names the sha; the folder must still prove it holds that bundle.
+        sha = index.read_text().strip() if index.is_file() else ""
+        if not _SHA.fullmatch(sha):
             raise
-        sha = index.read_text().strip()  # offline: trust the cache only after the manifest re-check
-        if _manifest_problems(cache / sha / BUNDLE_DIR_NAME):
-            raise online_error from None
+        problems = _cache_problems(cache / sha / BUNDLE_DIR_NAME, sha)
+        if problems:
+            raise AtlasBundleError(f"{online_error}; the cached copy is unusable: {problems[0]}") from None
+        online = False
     target = cache / sha / BUNDLE_DIR_NAME
-    if not target.is_dir() or _manifest_problems(target):
+    if online and _cache_problems(target, sha):
         with tempfile.TemporaryDirectory(prefix="atlas-resolve-") as tmp:
-            local = _download(run_id, tracking_uri, Path(tmp))
-            problems = check_bundle_dir(local)
+            local = _download(run_id, uri, Path(tmp))
+            problems = check_bundle_dir(local) or _sha_problems(local, sha)
             if problems:
-                raise AtlasBundleError(f"run {run_id}: " + "; ".join(problems))
+                raise AtlasBundleError(scrub(f"run {run_id}: " + "; ".join(problems), uri))
             shutil.rmtree(target.parent, ignore_errors=True)
             target.parent.mkdir(parents=True)
             shutil.move(str(local), target)
+        problems = _cache_problems(target, sha)  # what now lies in the cache, not what was downloaded
+        if problems:
+            raise AtlasBundleError(f"run {run_id}: cached copy {target}: {problems[0]}")
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(sha)
     return ResolvedBundle(run_id, target, sha, _metadata(target))
@@ -85,10 +97,14 @@ def check_bundle_dir(bundle: Path) -> list[str]:
     problems = _manifest_problems(bundle)
     if problems:
         return problems  # nothing else is worth reading from a bundle that does not match its manifest
+    listed = _read_json(bundle / MANIFEST)["files"]
+    missing = [f"{name}: required but not in the manifest" for name in _REQUIRED if name not in listed]
+    if missing:
+        return missing
     try:
         meta = _metadata(bundle)
     except Exception as exc:
-        return [f"{METADATA}: {str(exc).splitlines()[0]}"]
+        return [f"{METADATA}: {first_line(exc)}"]
     problems += _onnx_problems(bundle, meta)
     inputs, outputs = _load(bundle / "val_inputs.pt", problems), _load(bundle / "val_outputs.pt", problems)
     if inputs is None or outputs is None:
@@ -102,23 +118,57 @@ def check_bundle_dir(bundle: Path) -> list[str]:
 
 def _manifest_problems(bundle: Path) -> list[str]:
     manifest = _read_json(bundle / MANIFEST)
-    if not manifest:
-        return [f"{MANIFEST}: missing or unreadable"]
-    problems = []
-    files = manifest.get("files", {})
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return [f"{MANIFEST}: missing, unreadable or without a files table"]
+    problems = [f"{name}: {why}" for name in sorted(files) if (why := _bad_name(name))]
+    if problems:
+        return problems  # never open a path the manifest points outside the bundle
     for name, entry in sorted(files.items()):
         path = bundle / name
-        if not path.is_file():
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or not isinstance(entry.get("sha256"), str):
+            problems.append(f"{name}: manifest entry lacks an integer size and a sha256")
+        elif not path.is_file():
             problems.append(f"{name}: listed in the manifest but missing")
         elif path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
             problems.append(f"{name}: sha256 or size differs from the manifest")
-    extra = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()) 
+    extra = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink())
     for name in extra:
         if name != MANIFEST and name not in files:
             problems.append(f"{name}: present but not in the manifest")
     if bundle_sha256(files) != manifest.get("bundle_sha256"):
         problems.append(f"{MANIFEST}: bundle_sha256 does not match its file list")
     return problems
+
+
+def _bad_name(name: str) -> str | None:
+    """Why a manifest name is not a plain relative path inside the bundle (None if it is)."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or ":" in name or "\0" in name:
+        return "not a plain relative name inside the bundle (no leading /, backslash, drive or NUL)"
+    if any(part in ("", ".", "..") for part in parts):
+        return "not a plain relative name inside the bundle (no empty, . or .. parts)"
+    if name == MANIFEST:
+        return "the manifest cannot list itself"
+    return None
+
+
+def _sha_problems(bundle: Path, sha: str) -> list[str]:
+    manifest = _read_json(bundle / MANIFEST)
+    found = manifest.get("bundle_sha256") if isinstance(manifest, dict) else None
+    if found != sha:
+        return [f"{MANIFEST}: bundle_sha256 {str(found)[:12]}... differs from the run's {SHA_TAG} tag {sha[:12]}..."]
+    return []
+
+
+def _cache_problems(target: Path, sha: str) -> list[str]:
+    """Why a cached folder cannot be returned for `sha` ([] = usable)."""
+    if not target.is_dir():
+        return ["not cached"]
+    folder = target.resolve().parent.name  # resolved: a symlink to another bundle's folder is caught
+    if folder != sha:
+        return [f"folder {folder} is not named by the bundle_sha256 {sha}"]
+    return _manifest_problems(target) or _sha_problems(target, sha)
 
 
 def _metadata(bundle: Path) -> ModelMetadata:
@@ -128,7 +178,10 @@ def _metadata(bundle: Path) -> ModelMetadata:
 
 
 def _onnx_problems(bundle: Path, meta: ModelMetadata) -> list[str]:
-    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    try:
+        model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    except Exception as exc:  # protobuf's decode errors have no common base worth naming
+        return [f"model.onnx: not a readable ONNX model ({first_line(exc)})"]
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
     problems = []
@@ -167,38 +220,45 @@ def _ort_problems(bundle: Path, meta: ModelMetadata, inputs: dict, outputs: dict
         actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, defaults.ROWS_PER_RUN)
     except Exception as exc:  # ORT's own error types
         return [f"model.onnx: onnxruntime failed: {str(exc).splitlines()[0]}"]
-    return [
-        f"model.onnx: output {name!r} differs from val_outputs.pt ({m['frac_out_of_tol']:.2%} of elements out of tolerance)"
-        for name, m in rt.compare(actual, outputs, tol).items() if m["frac_out_of_tol"] > 0
-    ]
+    # The same comparison as the roundtrip check, so NaN/Inf that one side lacks is never "verified".
+    return [f"model.onnx: output {line}" for line in rt.problems(rt.compare(actual, outputs, tol), "ONNX", "val_outputs.pt")]
 
 
 def _load(path: Path, problems: list[str]):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        problems.append(f"{path.name}: cannot be loaded with weights_only=True ({str(exc).splitlines()[0]})")
+        problems.append(f"{path.name}: cannot be loaded with weights_only=True ({first_line(exc)})")
         return None
 
 
-def _complete_sha(run_id: str, tracking_uri: str | None) -> str:
-    uri = tracking_uri or _default_uri()
+class _Unreachable(AtlasBundleError):
+    """The store could not be asked; resolve may fall back to its cache (a refusal never does)."""
+
+
+def _complete_sha(run_id: str, uri: str) -> str:
+    """The run's bundle_sha256, if the run is FINISHED with a complete bundle; else one-line refusal."""
     try:
         run = client_for(uri).get_run(run_id)
     except Exception as exc:
-        raise AtlasBundleError(f"run {run_id}: cannot be read from {redact_uri(uri)} ({str(exc).splitlines()[0][:200]})") from None
+        error = _Unreachable if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST" else AtlasBundleError
+        raise error(f"run {run_id}: cannot be read from {redact_uri(uri)} ({first_line(exc, uri, limit=200)})") from None
     tags = run.data.tags
-    if tags.get(COMPLETE_TAG) != "true" or not tags.get(SHA_TAG):
+    if run.info.status != "FINISHED":
+        raise AtlasBundleError(f"run {run_id}: status is {run.info.status}, not FINISHED; refusing it")
+    if tags.get(COMPLETE_TAG) != "true":
         raise AtlasBundleError(f"run {run_id}: incomplete bundle ({COMPLETE_TAG} is not 'true'); refusing it")
-    return tags[SHA_TAG]
+    sha = tags.get(SHA_TAG, "")
+    if not _SHA.fullmatch(sha):
+        raise AtlasBundleError(f"run {run_id}: no valid {SHA_TAG} tag (64 hex digits), got {sha[:70]!r}; refusing it")
+    return sha
 
 
-def _download(run_id: str, tracking_uri: str | None, dest: Path) -> Path:
-    uri = tracking_uri or _default_uri()
+def _download(run_id: str, uri: str, dest: Path) -> Path:
     try:
         return Path(client_for(uri).download_artifacts(run_id, BUNDLE_DIR_NAME, str(dest)))
     except Exception as exc:
-        raise AtlasBundleError(f"run {run_id}: downloading {BUNDLE_DIR_NAME}/ failed ({str(exc).splitlines()[0][:200]})") from None
+        raise AtlasBundleError(f"run {run_id}: downloading {BUNDLE_DIR_NAME}/ failed ({first_line(exc, uri, limit=200)})") from None
 
 
 def _read_json(path: Path) -> dict | None:
