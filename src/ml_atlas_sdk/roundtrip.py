@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -12,14 +12,12 @@ from tqdm import tqdm
 
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
+from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
 
-REL_ERR_FLOOR = 1e-6  # keeps max_rel_err finite where the reference is exactly zero
+__all__ = ["Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes", "problems", "roundtrip", "run_onnx"]
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    rtol: float
-    atol: float
+# The labels name the two sides in every message: "NaN in ONNX but finite in PyTorch".
+ONNX, PYTORCH = "ONNX", "PyTorch"
 
 
 def cpu_session(onnx_path: str | Path) -> ort.InferenceSession:
@@ -49,43 +47,27 @@ def run_onnx(
     return {n: np.concatenate(chunks[n]) for n in output_names}
 
 
-def error_metrics(actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> dict[str, float]:
-    a = actual.astype(np.float64)
-    r = reference.astype(np.float64)
-    if a.shape != r.shape:
-        return {"shape_mismatch": 1.0, "max_abs_err": float("inf"), "max_rel_err": float("inf"),
-                "mean_abs_err": float("inf"), "frac_out_of_tol": 1.0}
-    abs_err = np.abs(a - r)
-    out_of_tol = abs_err > tol.atol + tol.rtol * np.abs(r)
-    return {
-        "max_abs_err": float(abs_err.max(initial=0.0)),
-        "max_rel_err": float((abs_err / np.maximum(np.abs(r), REL_ERR_FLOOR)).max(initial=0.0)),
-        "mean_abs_err": float(abs_err.mean()) if abs_err.size else 0.0,
-        "frac_out_of_tol": float(out_of_tol.mean()) if out_of_tol.size else 0.0,
-    }
-
-
 def compare(
     actual: dict[str, np.ndarray], reference: dict[str, torch.Tensor], tol: Tolerance
-) -> dict[str, dict[str, float]]:
-    return {name: error_metrics(actual[name], reference[name].numpy(), tol) for name in reference}
+) -> dict[str, dict[str, Any]]:
+    return {name: compare_arrays(actual[name], reference[name], tol) for name in reference}
+
+
+def problems(per_output: dict[str, dict[str, Any]], actual: str = ONNX, reference: str = PYTORCH) -> list[str]:
+    """One line per output out of tolerance, naming non-finite mismatches with their counts."""
+    return [line for name, m in per_output.items() if (line := problem(name, m, actual, reference))]
 
 
 @check("roundtrip")
-def roundtrip(per_output: dict[str, dict[str, float]], tol: Tolerance, batch_probe: dict[str, str] | None = None) -> Finding:
-    """Every output element within atol + rtol*|ref|; the batch axis works at other sizes."""
+def roundtrip(per_output: dict[str, dict[str, Any]], tol: Tolerance, batch_probe: dict[str, str] | None = None) -> Finding:
+    """Every output element within atol + rtol*|ref| (NaN/Inf must match); the batch axis works at other sizes."""
     details = {"rtol": tol.rtol, "atol": tol.atol, "outputs": per_output, "batch_probe": batch_probe or {}}
-    bad = [
-        f"{name}: {m['frac_out_of_tol']:.2%} of elements out of tolerance (max_abs_err {m['max_abs_err']:.3g})"
-        if "shape_mismatch" not in m else f"{name}: ONNX output shape differs from the canonical one"
-        for name, m in per_output.items()
-        if m["frac_out_of_tol"] > 0
-    ]
+    bad = problems(per_output)
     bad += [f"batch size {size}: {error}" for size, error in (batch_probe or {}).items() if error != "ok"]
     if bad:
         return Finding(False, "; ".join(bad), details)
-    worst = max(m["max_abs_err"] for m in per_output.values())
-    return Finding(True, f"{len(per_output)} output(s) within rtol={tol.rtol}, atol={tol.atol} (max_abs_err {worst:.3g})", details)
+    largest = worst([m["max_abs_err"] for m in per_output.values()])
+    return Finding(True, f"{len(per_output)} output(s) within rtol={tol.rtol}, atol={tol.atol} (max_abs_err {largest:.3g})", details)
 
 
 def probe_batch_sizes(
@@ -105,8 +87,8 @@ def probe_batch_sizes(
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
             outcome[str(size)] = str(exc).strip().splitlines()[0][:300]
             continue
-        worst = max(error_metrics(v, reference[n][:size].numpy(), tol)["frac_out_of_tol"] for n, v in zip(reference, values))
-        outcome[str(size)] = "ok" if worst == 0 else f"{worst:.2%} of elements out of tolerance"
+        bad = problems({n: compare_arrays(v, reference[n][:size], tol) for n, v in zip(reference, values)})
+        outcome[str(size)] = "; ".join(bad) if bad else "ok"
     return outcome
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import torch
 
 from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk.compare import worst
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings, ladder_settings
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import check_forward
 from ml_atlas_sdk.tensors import slice_rows
 
 
@@ -26,13 +28,14 @@ class ExportAttempt:
     status: str = "not_tried"  # passed | export_failed | roundtrip_failed | duplicate
     error: str | None = None
     log: str = ""
-    roundtrip: dict[str, dict[str, float]] = field(default_factory=dict)
+    roundtrip: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_probe: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def worst_out_of_tol(self) -> float:
-        return max((m["frac_out_of_tol"] for m in self.roundtrip.values()), default=1.0)
+        # frac_out_of_tol counts non-finite mismatches, so a NaN model is never "closest".
+        return worst([m["frac_out_of_tol"] for m in self.roundtrip.values()]) if self.roundtrip else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ def export_with_escalation(
     """
     sample_idx = select_export_rows(inputs, settings.batch_size)
     sample = slice_rows(inputs, sample_idx)
+    check_forward(model, sample, metadata, sample_idx.tolist())  # a model that raises is not an export failure
     plan = [({}, settings)] + (ladder_settings(settings, ladder) if escalate else [])
     work = out_path.parent / ".attempts"
     shutil.rmtree(work, ignore_errors=True)
@@ -121,15 +125,9 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
         attempt.seconds = time.perf_counter() - started
         return
     attempt.roundtrip = rt.compare(actual, canonical, tol)
-    probe_failed = any(v != "ok" for v in attempt.batch_probe.values())
-    if attempt.worst_out_of_tol > 0 or probe_failed:
-        attempt.status = "roundtrip_failed"
-        attempt.error = "; ".join(
-            [f"{n}: {m['frac_out_of_tol']:.2%} out of tolerance" for n, m in attempt.roundtrip.items() if m["frac_out_of_tol"] > 0]
-            + [f"batch {s}: {e}" for s, e in attempt.batch_probe.items() if e != "ok"]
-        )
-    else:
-        attempt.status = "passed"
+    # The same verdict as the roundtrip check: one rule decides acceptance everywhere.
+    bad = rt.problems(attempt.roundtrip) + [f"batch {s}: {e}" for s, e in attempt.batch_probe.items() if e != "ok"]
+    attempt.status, attempt.error = ("roundtrip_failed", "; ".join(bad)) if bad else ("passed", None)
     attempt.seconds = time.perf_counter() - started
 
 

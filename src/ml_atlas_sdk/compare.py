@@ -1,0 +1,121 @@
+"""The one element-wise comparison behind every verdict that sets two outputs side by side:
+the round-trip, the escalation ladder, the batch-size probe, drift and the consumer's ORT re-run.
+
+`abs_err > atol + rtol*|ref|` is False when either side is NaN, so a plain tolerance test
+passes NaN. Here an element agrees only when both sides are finite and within tolerance, or both
+are the same infinity (an exact match, e.g. a -inf mask that reaches the output). NaN never
+agrees, not even with NaN at the same place: it carries no value to compare, and with `nan_inf`
+skipped, NaN inputs give NaN on both sides and would otherwise pass. Error statistics
+(max/mean) are taken over the elements finite on both sides; `non_finite_mismatch` counts the
+others beside them and `describe` names them, so no message reports a small error while NaN hides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+REL_ERR_FLOOR = 1e-6  # keeps max_rel_err finite where the reference is exactly zero
+_KINDS = ("finite", "nan", "posinf", "neginf")
+_SHOWN = {"finite": "finite", "nan": "NaN", "posinf": "+Inf", "neginf": "-Inf"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Where two same-shaped arrays can be compared by value, and what disagrees beyond values."""
+
+    finite: np.ndarray  # bool mask: both sides finite
+    mismatch: np.ndarray  # bool mask: a non-finite value the other side does not match
+    pairs: dict[str, int]  # "nan_vs_finite" -> count, only the non-zero kinds
+
+    @property
+    def count(self) -> int:
+        return int(self.mismatch.sum())
+
+
+def _kind(x: np.ndarray) -> np.ndarray:
+    kind = np.zeros(x.shape, np.int8)
+    kind[np.isnan(x)] = 1
+    kind[np.isposinf(x)] = 2
+    kind[np.isneginf(x)] = 3
+    return kind
+
+
+def pair(actual: np.ndarray, reference: np.ndarray) -> Pairing:
+    ka, kr = _kind(actual), _kind(reference)
+    finite = (ka == 0) & (kr == 0)
+    same_inf = (ka == kr) & (ka >= 2)
+    mismatch = ~finite & ~same_inf
+    counts = np.bincount((ka[mismatch].astype(np.int64) * 4 + kr[mismatch]).ravel(), minlength=16)
+    pairs = {f"{_KINDS[i // 4]}_vs_{_KINDS[i % 4]}": int(c) for i, c in enumerate(counts) if c}
+    return Pairing(finite, mismatch, pairs)
+
+
+def as_float64(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch.Tensor; numpy() refuses bf16, so widen first
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values).astype(np.float64)
+
+
+def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any]:
+    """Per-output metrics; out of tolerance = finite values too far apart or a non-finite mismatch."""
+    a, r = as_float64(actual), as_float64(reference)
+    if a.shape != r.shape:
+        return {"elements": int(r.size), "shape_mismatch": 1, "actual_shape": list(a.shape), "reference_shape": list(r.shape),
+                "max_abs_err": float("inf"), "max_rel_err": float("inf"), "mean_abs_err": float("inf"),
+                "out_of_tol": int(r.size), "frac_out_of_tol": 1.0, "non_finite_mismatch": 0}
+    p = pair(a, r)
+    af, rf = a[p.finite], r[p.finite]
+    abs_err = np.abs(af - rf)
+    too_far = int((abs_err > tol.atol + tol.rtol * np.abs(rf)).sum())
+    out_of_tol = too_far + p.count
+    metrics = {
+        "elements": int(r.size),
+        "max_abs_err": float(abs_err.max(initial=0.0)),
+        "max_rel_err": float((abs_err / np.maximum(np.abs(rf), REL_ERR_FLOOR)).max(initial=0.0)),
+        "mean_abs_err": float(abs_err.mean()) if abs_err.size else 0.0,
+        "out_of_tol": out_of_tol,
+        "frac_out_of_tol": out_of_tol / r.size if r.size else 0.0,
+        "non_finite_mismatch": p.count,
+    }
+    if p.pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
+        metrics["non_finite_pairs"] = p.pairs
+    return metrics
+
+
+def describe_pairs(pairs: dict[str, int], actual: str, reference: str) -> list[str]:
+    """'512 element(s) NaN in ONNX but finite in PyTorch', one phrase per kind of mismatch."""
+    phrases = []
+    for key, count in pairs.items():
+        ka, kr = (_SHOWN[k] for k in key.split("_vs_"))
+        if ka == kr:
+            phrases.append(f"{count} element(s) {ka} in both {actual} and {reference} (NaN never agrees)")
+        else:
+            phrases.append(f"{count} element(s) {ka} in {actual} but {kr} in {reference}")
+    return phrases
+
+
+def problem(name: str, metrics: dict[str, Any], actual: str, reference: str) -> str | None:
+    """One line for an output that is out of tolerance, None when it is within."""
+    if metrics.get("shape_mismatch"):
+        return f"{name}: {actual} shape {metrics['actual_shape']} vs {reference} shape {metrics['reference_shape']}"
+    if not metrics["out_of_tol"]:
+        return None
+    parts = describe_pairs(metrics.get("non_finite_pairs", {}), actual, reference)
+    too_far = metrics["out_of_tol"] - metrics["non_finite_mismatch"]
+    if too_far:
+        share = too_far / metrics["elements"] if metrics.get("elements") else 1.0
+        parts.append(f"{too_far} element(s) ({share:.2%}) out of tolerance (max_abs_err {metrics['max_abs_err']:.3g})")
+    return f"{name}: " + "; ".join(parts)
+
+
+def worst(values: list[float]) -> float:
+    """max() that keeps NaN (Python's max() drops it or not depending on the order)."""
+    return float(np.max(np.asarray(values, dtype=np.float64))) if values else 0.0
