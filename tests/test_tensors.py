@@ -121,3 +121,10 @@ def test_save_tensors_is_deterministic_and_weights_only_loadable(tmp_path):
     assert loaded.keys() == tensors.keys()
     assert loaded["a"].is_contiguous() and torch.equal(loaded["a"], tensors["a"])
     assert sorted(p.name for p in first.parent.iterdir()) == ["val_inputs.pt"]  # no .partial folder left
+
+
+def test_write_frame_refuses_cells_without_values(tmp_path):
+    # Arrow has no fixed-shape cell of size 0; say so instead of pyarrow's "non-empty ndarray".
+    df = pd.DataFrame({"z": [np.zeros((0, 3), dtype=np.float32)] * 2})
+    with pytest.raises(AtlasInputError, match=r"^write_frame: column 'z': cells of shape \(0, 3\) hold no values$"):
+        write_frame(df, tmp_path / "f.parquet")

@@ -143,6 +143,8 @@ def frame_to_table(df: pd.DataFrame) -> pa.Table:
             values = np.asarray(cells)
         if values.dtype.kind not in "fiub":
             raise AtlasInputError(f"{where}: dtype {values.dtype} is not numeric")
+        if values.size == 0:  # Arrow has no fixed-shape cell without values
+            raise AtlasInputError(f"{where}: cells of shape {values.shape[1:]} hold no values")
         arr = _cells_to_arrow(np.ascontiguousarray(values))
         arrays.append(arr)
         fields.append(pa.field(str(name), arr.type))
