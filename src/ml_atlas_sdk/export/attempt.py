@@ -11,6 +11,10 @@ from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import canonical_model
 
 TWO_GB = 2 * 1024**3
+# The dynamo exporter builds opset-18 graphs; converting one down to 17 and then optimizing it
+# leaves opset-18 nodes (Split with num_outputs) in an opset-17 model that ORT refuses. It exports
+# at 18 at least; the bundle records the model's real opset.
+DYNAMO_MIN_OPSET = 18
 
 
 class ExportFailed(Exception):
@@ -35,7 +39,7 @@ def export_onnx(
     kwargs = dict(
         input_names=list(metadata.input_names),
         output_names=list(metadata.output_names),
-        opset_version=settings.opset,
+        opset_version=max(settings.opset, DYNAMO_MIN_OPSET) if settings.dynamo else settings.opset,
         dynamic_axes=dynamic_axes,
         dynamo=settings.dynamo,
     )
