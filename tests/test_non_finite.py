@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,15 +16,19 @@ from mlflow.tracking import MlflowClient
 
 from fixture_models import nan_under_export
 from ml_atlas_sdk import AtlasArtifactBundle, AtlasBundleError, ModelMetadata, push_to_mlflow
-from ml_atlas_sdk import defaults
 from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
 from ml_atlas_sdk.consumer import check_bundle_dir
 from ml_atlas_sdk.export.settings import ExportSettings
+from ml_atlas_sdk.settings import EscalationSettings, RoundtripSettings
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.export import export_model
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
+
+# The pipeline's defaults, as the SDK door uses them.
+defaults = SimpleNamespace(ROWS_PER_RUN=RoundtripSettings().batch_size,
+                           ESCALATION_LADDER=[step.overrides() for step in EscalationSettings().ladder])
 
 ROWS = 24
 TOL = Tolerance(rtol=1e-2, atol=5e-2)
@@ -117,6 +122,21 @@ def test_export_ladder_and_roundtrip_refuse_the_model(tmp_path):
     result = rt_report.checks[0]
     assert result.verdict.value == "failed" and result.message.startswith(NAN_MESSAGE)
     assert rt_report.metrics["outputs"]["logits"]["non_finite_mismatch"] == ROWS * nan_under_export.CLASSES
+
+
+def test_nan_inputs_with_nan_inf_skipped_fail_the_roundtrip(tmp_path):
+    # NaN in, NaN out on both sides: `abs_err > tol` was False, so this passed with nan_inf skipped.
+    meta = ModelMetadata(**nan_under_export.metadata())
+    model, skip = torch.nn.Linear(nan_under_export.FEATURES, nan_under_export.CLASSES), SkipPolicy(["nan_inf"])
+    inputs = _inputs()
+    inputs["x"][5, 0] = float("nan")
+    canonical, _ = canonical_outputs(model, inputs, meta, skip, defaults.ROWS_PER_RUN)
+    settings = ExportSettings(opset=17, do_constant_folding=True, dynamo=False, batch_size=8)
+    onnx_path = tmp_path / "model.onnx"
+    export_model(model, inputs, canonical, meta, settings, (), False, TOL, defaults.ROWS_PER_RUN, onnx_path, skip)
+    result = roundtrip_model(onnx_path, inputs, canonical, meta, TOL, defaults.ROWS_PER_RUN, 8, skip)[0].checks[0]
+    assert result.verdict.value == "failed"
+    assert result.message.startswith("logits: 3 element(s) NaN in both ONNX and PyTorch")
 
 
 def test_sdk_door_refuses_to_push_naming_roundtrip(tmp_path, monkeypatch):

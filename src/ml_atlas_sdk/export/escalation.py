@@ -34,7 +34,7 @@ class ExportAttempt:
 
     @property
     def worst_out_of_tol(self) -> float:
-        # frac_out_of_tol counts non-finite mismatches, so a NaN model is never "closest".
+        # frac_out_of_tol counts NaN/Inf mismatches too, so "closest" never rewards NaN.
         return worst([m["frac_out_of_tol"] for m in self.roundtrip.values()]) if self.roundtrip else 1.0
 
     def to_dict(self) -> dict[str, Any]:
