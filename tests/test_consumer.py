@@ -1,6 +1,7 @@
 """atlas-bundle verify and resolve against a real MLflow store (sqlite + local artifacts)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,8 +11,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml_atlas_sdk import AtlasArtifactBundle, AtlasBundleError, push_to_mlflow, resolve
+from ml_atlas_sdk import AtlasArtifactBundle, AtlasBundleError, consumer, push_to_mlflow, resolve
+from ml_atlas_sdk.bundle import bundle_sha256
+from ml_atlas_sdk.consumer import verify
+from ml_atlas_sdk.provenance import file_sha256
 from sdk_helpers import demo_frame, demo_metadata, demo_model
+from servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +96,124 @@ def test_resolve_caches_by_sha_rechecks_and_works_offline(pushed, tmp_path):
     repaired = resolve(run_id, uri, cache)  # online again: downloaded afresh
     assert (repaired.path / "val_inputs.pt").read_bytes() != b"corrupted"
     shutil.rmtree(cache)
+
+
+def _forged_run(uri: str, run_id: str, tmp: Path, edit) -> tuple[str, Path]:
+    """A FINISHED, complete run in the same store holding a copy of the bundle changed by `edit(dir, manifest)`.
+
+    The manifest is rewritten to match, so the forged bundle is self-consistent; its sha is the new run's tag.
+    """
+    client = MlflowClient(uri)
+    local = Path(client.download_artifacts(run_id, "atlas", str(tmp / f"src-{len(list(tmp.iterdir()))}")))
+    manifest = json.loads((local / "manifest.json").read_text())
+    edit(local, manifest["files"])
+    manifest["bundle_sha256"] = bundle_sha256(manifest["files"])
+    (local / "manifest.json").write_text(json.dumps(manifest))
+    forged = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
+    client.log_artifacts(forged, str(local), "atlas")
+    client.set_tag(forged, "atlas.bundle_sha256", manifest["bundle_sha256"])
+    client.set_tag(forged, "atlas.bundle_complete", "true")
+    client.set_terminated(forged, "FINISHED")
+    return forged, local
+
+
+def _retitle(local: Path, files: dict) -> None:
+    doc = local / "architecture.md"
+    doc.write_text(doc.read_text() + "\nforged\n")
+    files["architecture.md"] = {"sha256": file_sha256(doc), "size": doc.stat().st_size}
+
+
+def test_resolve_refuses_a_cache_swapped_for_another_self_consistent_bundle(pushed, tmp_path):
+    uri, run_id = pushed
+    cache = tmp_path / "cache"
+    good = resolve(run_id, uri, cache)
+    _, forged_dir = _forged_run(uri, run_id, tmp_path, _retitle)
+    shutil.rmtree(good.path)
+    shutil.copytree(forged_dir, good.path)  # consistent with its own manifest, not with the run's tag
+
+    with pytest.raises(AtlasBundleError, match="bundle_sha256") as offline:
+        resolve(run_id, "http://127.0.0.1:9", cache)
+    assert "\n" not in str(offline.value)
+    again = resolve(run_id, uri, cache)  # online: the poisoned copy is replaced, never returned
+    assert b"forged" not in (again.path / "architecture.md").read_bytes()
+    assert json.loads((again.path / "manifest.json").read_text())["bundle_sha256"] == good.bundle_sha256
+
+    # A cache folder that is a link to another bundle's folder is refused by name, too.
+    other = cache / ("0" * 64)
+    shutil.move(str(good.path.parent), other)
+    good.path.parent.symlink_to(other)
+    with pytest.raises(AtlasBundleError, match="not named by the bundle_sha256"):
+        resolve(run_id, "http://127.0.0.1:9", cache)
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../escape.txt", "sub/../../escape.txt", "a\\b.txt"])
+def test_manifest_names_outside_the_bundle_are_refused(pushed, tmp_path, name):
+    uri, run_id = pushed
+    outside = Path("/etc/hostname") if name.startswith("/") else tmp_path / "escape.txt"
+    outside.exists() or outside.write_text("not part of any bundle\n")
+
+    def point_outside(local: Path, files: dict) -> None:
+        files[name] = {"sha256": file_sha256(outside), "size": outside.stat().st_size}  # the hash matches
+
+    forged, _ = _forged_run(uri, run_id, tmp_path, point_outside)
+    problems = verify(forged, uri)
+    assert problems == [f"{name}: not a plain relative name inside the bundle (no leading /, backslash, drive or NUL)"] \
+        or problems == [f"{name}: not a plain relative name inside the bundle (no empty, . or .. parts)"], problems
+    with pytest.raises(AtlasBundleError, match="plain relative name"):
+        resolve(forged, uri, tmp_path / "cache")
+
+
+def test_verify_and_resolve_refuse_a_run_that_is_not_finished(pushed, tmp_path):
+    uri, run_id = pushed
+    cache = tmp_path / "cache"
+    resolve(run_id, uri, cache)  # cached while good: the cache must not outvote the store
+    client = MlflowClient(uri)
+    client.set_terminated(run_id, "FAILED")
+    try:
+        problems = verify(run_id, uri)
+        with pytest.raises(AtlasBundleError, match="status is FAILED, not FINISHED"):
+            resolve(run_id, uri, cache)
+    finally:
+        client.set_terminated(run_id, "FINISHED")
+    assert problems == [f"run {run_id}: status is FAILED, not FINISHED; refusing it"]
+
+
+@pytest.mark.parametrize("tag", [None, "", "../../../../tmp/x", "ABC"])
+def test_a_run_without_a_valid_sha_tag_says_so(pushed, tag):
+    uri, run_id = pushed
+    client = MlflowClient(uri)
+    original = client.get_run(run_id).data.tags["atlas.bundle_sha256"]
+    client.delete_tag(run_id, "atlas.bundle_sha256") if tag is None else client.set_tag(run_id, "atlas.bundle_sha256", tag)
+    try:
+        problems = verify(run_id, uri)
+    finally:
+        client.set_tag(run_id, "atlas.bundle_sha256", original)
+    assert len(problems) == 1 and "no valid atlas.bundle_sha256 tag" in problems[0], problems
+
+
+def test_store_errors_with_an_empty_message_give_one_line(pushed, monkeypatch):
+    """Issue 13: `str(exc).splitlines()[0]` raised IndexError on an exception with no message.
+
+    A real MLflow store does not raise one on demand, so the client is replaced for this test only.
+    """
+    uri, run_id = pushed
+
+    class Silent:
+        def get_run(self, run_id):
+            raise RuntimeError("")
+
+    monkeypatch.setattr(consumer, "client_for", lambda uri: Silent())
+    assert verify(run_id, uri) == [f"run {run_id}: cannot be read from {uri} (RuntimeError)"]
+
+
+def test_a_password_in_the_tracking_uri_never_reaches_an_error_line(pushed, tmp_path):
+    uri, run_id = pushed
+    secret_uri = f"http://atlas:PW-SECRET-4711@127.0.0.1:{free_port()}"  # nothing listens there
+    problems = verify(run_id, secret_uri)
+    assert len(problems) == 1 and f"127.0.0.1:{secret_uri.rsplit(':', 1)[1]}" in problems[0], problems
+    with pytest.raises(AtlasBundleError) as raised:
+        resolve(run_id, secret_uri, tmp_path / "cache")
+    result = _cli("verify", run_id, "--tracking-uri", secret_uri)
+    assert result.returncode == 1 and "MLFLOW_TRACKING_PASSWORD" in result.stderr
+    for text in (problems[0], str(raised.value), result.stdout + result.stderr):
+        assert "PW-SECRET" not in text and "SECRET-4711" not in text, text
