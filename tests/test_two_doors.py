@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 from conftest import run, set_params
-from ml_atlas_sdk import AtlasArtifactBundle, defaults
+from ml_atlas_sdk import AtlasArtifactBundle
 from ml_atlas_sdk.sdk import build_in_process
 from sdk_helpers import demo_frame, demo_metadata, demo_model
 
@@ -35,19 +33,3 @@ def test_pipeline_and_sdk_build_byte_identical_bundles(project, tmp_path, monkey
     sdk_meta = json.loads((sdk_dir / "metadata.json").read_text())
     assert {k: v for k, v in pipeline_meta.items() if k != "source"} == {k: v for k, v in sdk_meta.items() if k != "source"}
     assert pipeline_meta["source"]["dvc_lock_sha256"] and sdk_meta["source"]["dvc_lock_sha256"] is None
-
-
-def test_sdk_defaults_equal_the_pipeline_conf(project):
-    conf = yaml.safe_load((project / "params.yaml").read_text())
-    assert conf["export"]["batch_size"] == defaults.EXPORT_BATCH_SIZE
-    assert conf["export"]["do_constant_folding"] == defaults.DO_CONSTANT_FOLDING
-    assert conf["export"]["dynamo"] == defaults.DYNAMO
-    assert conf["escalation"] == {"enabled": defaults.ESCALATION_ENABLED, "ladder": list(defaults.ESCALATION_LADDER)}
-    assert (conf["roundtrip"]["rtol"], conf["roundtrip"]["atol"], conf["roundtrip"]["batch_size"]) == (
-        defaults.ROUNDTRIP_RTOL, defaults.ROUNDTRIP_ATOL, defaults.ROWS_PER_RUN)
-    assert (conf["drift"]["tolerance_mse"], conf["drift"]["tolerance_max_abs"]) == (
-        defaults.DRIFT_TOLERANCE_MSE, defaults.DRIFT_TOLERANCE_MAX_ABS)
-    assert conf["checks"]["calib_min_rows"] == defaults.CALIB_MIN_ROWS
-    assert conf["archdoc"]["llm_model"] == defaults.ARCHDOC_LLM_MODEL
-    assert conf["mlflow"]["experiment"] == defaults.MLFLOW_EXPERIMENT
-    assert conf["bundle_schema_version"] == defaults.BUNDLE_SCHEMA_VERSION

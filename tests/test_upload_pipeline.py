@@ -85,7 +85,7 @@ def test_drift_refuses_upload_unless_skipped(project):
 
 def test_unreachable_tracking_uri_fails_with_one_clear_error(project):
     run(["dvc", "repro", "roundtrip", "drift", "invariance", "archdoc"], project)
-    result = run(["python", "stages/upload.py", "mlflow.tracking_uri=http://user:s3cret@127.0.0.1:9"], project,
+    result = run(["python", "stages/upload.py", "mlflow.tracking_uri=http://s3cret@127.0.0.1:9"], project,
                  check=False, timeout=300)
     assert result.returncode == 1
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]

@@ -13,7 +13,6 @@ from typing import Any
 import onnx
 import torch
 
-from ml_atlas_sdk import defaults
 from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, bundle_sha256
 from ml_atlas_sdk.checks.onnx_checks import model_opset
@@ -22,6 +21,7 @@ from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for
 from ml_atlas_sdk.provenance import file_sha256
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
+from ml_atlas_sdk.settings import RoundtripSettings
 
 # verify prints one line per problem on stderr; MLflow's download bar would interleave with them.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -30,6 +30,7 @@ _BUNDLE_ONLY_KEYS = ("export", "versions", "source", "bundle_schema_version")
 _TENSOR_DTYPES = (torch.float32, torch.int64, torch.bool)
 _REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", "validation_report.json")
 _SHA = re.compile(r"[0-9a-f]{64}")  # also keeps a forged tag from naming a path outside the cache
+ROUNDTRIP = RoundtripSettings()  # the pipeline's default tolerances and rows per ORT run
 
 
 @dataclass(frozen=True)
@@ -214,10 +215,10 @@ def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str
 
 
 def _ort_problems(bundle: Path, meta: ModelMetadata, inputs: dict, outputs: dict) -> list[str]:
-    tol = rt.Tolerance(defaults.ROUNDTRIP_RTOL, defaults.ROUNDTRIP_ATOL)
+    tol = ROUNDTRIP.tolerance
     try:
         session = rt.cpu_session(bundle / "model.onnx")
-        actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, defaults.ROWS_PER_RUN)
+        actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, ROUNDTRIP.batch_size)
     except Exception as exc:  # ORT's own error types
         return [f"model.onnx: onnxruntime failed: {str(exc).splitlines()[0]}"]
     # The same comparison as the roundtrip check, so NaN/Inf that one side lacks is never "verified".

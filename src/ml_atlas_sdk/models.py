@@ -6,7 +6,6 @@ import pickle
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ml_atlas_sdk.errors import AtlasInputError
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the model comes from: `model:` settings of the pipeline."""
-
-    factory: str | None = None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    weights: str | None = None
-    checkpoint: str | None = None
-    trust_pickle: bool = False
-    code_dirs: Sequence[str] = ()
-
-    @classmethod
-    def from_config(cls, raw: Mapping[str, Any]) -> "ModelSource":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known and v is not None})
+from ml_atlas_sdk.settings import ModelSource  # noqa: F401 (the `model:` section; re-exported)
 
 
 def load_model(source: ModelSource) -> torch.nn.Module:

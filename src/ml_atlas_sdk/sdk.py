@@ -12,19 +12,18 @@ from typing import Any
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
-from ml_atlas_sdk import defaults
-from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.archdoc import build_architecture_doc
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME
 from ml_atlas_sdk.checks import CheckResult, SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.export.settings import ExportSettings
-from ml_atlas_sdk.metadata import ModelMetadata, format_validation_error
+from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
+from ml_atlas_sdk.settings import (DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, Settings, Tolerance,
+                                   describe_errors)
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
@@ -44,24 +43,27 @@ class AtlasArtifactBundle(BaseModel):
     val_inputs_df: pd.DataFrame
     val_outputs_df: pd.DataFrame | None = None
     calibration_inputs_df: pd.DataFrame | None = None
-    export_batch_size: int = Field(defaults.EXPORT_BATCH_SIZE, ge=2)
+    export_batch_size: ExportBatch = ExportSettings().batch_size
     architecture_doc: str | Path | None = "auto"
     skip_sdk_validations: bool | set[str] | frozenset[str] | list[str] = False
-    drift_tolerance_mse: float = Field(defaults.DRIFT_TOLERANCE_MSE, ge=0)
-    drift_tolerance_max_abs: float = Field(defaults.DRIFT_TOLERANCE_MAX_ABS, ge=0)
-    bundle_schema_version: str = defaults.BUNDLE_SCHEMA_VERSION
+    drift_tolerance_mse: Tolerance = DriftSettings().tolerance_mse
+    drift_tolerance_max_abs: Tolerance = DriftSettings().tolerance_max_abs
+    bundle_schema_version: StrictStr = Settings.model_fields["bundle_schema_version"].default
 
     @field_validator("skip_sdk_validations")
     @classmethod
     def _known_checks(cls, value):
-        SkipPolicy(value, "skip_sdk_validations")  # raises on unknown names
+        try:
+            SkipPolicy(value, "")
+        except AtlasInputError as exc:  # named by the field's own error line
+            raise ValueError(str(exc).removeprefix(": ")) from None
         return value
 
     def __init__(self, **data: Any):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise AtlasInputError(format_validation_error(exc, "AtlasArtifactBundle")) from None
+            raise AtlasInputError(describe_errors(exc, AtlasArtifactBundle, "AtlasArtifactBundle")) from None
 
 
 def push_to_mlflow(
@@ -81,61 +83,94 @@ def push_to_mlflow(
     """
     import mlflow
 
-    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    settings = settings_of(bundle, tracking_uri=tracking_uri, experiment=experiment, register_model=register_model)
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()  # the caller's environment, not a setting
     run_id = run if isinstance(run, str) or run is None else run.info.run_id
-    experiment = experiment or _experiment_of(run_id, tracking_uri) or defaults.MLFLOW_EXPERIMENT
+    experiment = experiment or _experiment_of(run_id, tracking_uri) or settings.mlflow.experiment
+    mlflow_settings = settings.mlflow.model_copy(update={"tracking_uri": tracking_uri, "experiment": experiment,
+                                                         "run_id": run_id})
     with tempfile.TemporaryDirectory(prefix="atlas-sdk-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
-        bundle_dir, manifest, meta, export_used, results, source = build_in_process(bundle, work)
-        pushed = publish(bundle_dir, manifest, meta, export_used, results, source, bundle.bundle_schema_version,
-                         {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run_id,
-                          "register_model": register_model},
+        bundle_dir, manifest, meta, export_used, results, source = build_in_process(bundle, work, settings)
+        pushed = publish(bundle_dir, manifest, meta, export_used, results, source, settings.bundle_schema_version,
+                         mlflow_settings.model_dump(),
                          on_file=lambda name, done, total: print(f"  uploaded {done}/{total} {name}", flush=True))
     print(f"[atlas] {'reused complete run' if pushed.reused else 'pushed run'} {pushed.run_id}", flush=True)
     return pushed.run_id
 
 
-def build_in_process(bundle: AtlasArtifactBundle, work: Path):
+# Where each SDK argument sits in the settings, so an error names the argument the user typed.
+SDK_ARGUMENTS = {
+    "export.batch_size": "export_batch_size", "drift.tolerance_mse": "drift_tolerance_mse",
+    "drift.tolerance_max_abs": "drift_tolerance_max_abs", "checks.skip": "skip_sdk_validations",
+    "archdoc.source": "architecture_doc", "mlflow.tracking_uri": "tracking_uri", "mlflow.experiment": "experiment",
+    "mlflow.register_model": "register_model", "bundle_schema_version": "bundle_schema_version",
+}
+
+
+def settings_of(bundle: AtlasArtifactBundle, *, tracking_uri: str | None = None, experiment: str | None = None,
+                register_model: str | None = None) -> Settings:
+    """The pipeline's Settings for this bundle: its arguments over the schema's defaults, validated
+    by the same rules as params.yaml."""
+    skip = bundle.skip_sdk_validations
+    doc = bundle.architecture_doc
+    raw = {
+        "metadata": bundle.metadata,
+        "export": {"batch_size": bundle.export_batch_size},
+        "drift": {"tolerance_mse": bundle.drift_tolerance_mse, "tolerance_max_abs": bundle.drift_tolerance_max_abs},
+        "checks": {"skip": skip if isinstance(skip, bool) else sorted(skip)},
+        "archdoc": {"source": None if doc is None else str(doc)},
+        "mlflow": {"experiment": experiment or DEFAULT_EXPERIMENT, "register_model": register_model,
+                   **({"tracking_uri": tracking_uri} if tracking_uri is not None else {})},
+        "bundle_schema_version": bundle.bundle_schema_version,
+    }
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise AtlasInputError(describe_errors(exc, Settings, names=SDK_ARGUMENTS)) from None
+
+
+def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings | None = None):
     """The pipeline's stages, in the same order, on in-memory objects; returns the built bundle."""
-    meta = bundle.metadata
+    settings = settings or settings_of(bundle)
+    meta = settings.metadata
     skip = SkipPolicy(bundle.skip_sdk_validations, "skip_sdk_validations")
     frames = {VAL_INPUTS: bundle.val_inputs_df, VAL_OUTPUTS_USER: bundle.val_outputs_df,
               CALIBRATION_INPUTS: bundle.calibration_inputs_df}
     tables = {stem: (tio.frame_to_table(df), f"{stem}_df") for stem, df in frames.items() if df is not None}
-    tensorized = tensorize(tables, meta, skip, defaults.CALIB_MIN_ROWS)
+    tensorized = tensorize(tables, meta, skip, settings.checks.calib_min_rows)
     tensorized.report.print_summary()
     inputs = tensorized.tensors[VAL_INPUTS]
-    canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, defaults.ROWS_PER_RUN)
+    canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
     canonical_report.print_summary()
-    settings = ExportSettings(opset=meta.onnx_opset, do_constant_folding=defaults.DO_CONSTANT_FOLDING,
-                              dynamo=defaults.DYNAMO, batch_size=bundle.export_batch_size)
-    tol = rt.Tolerance(defaults.ROUNDTRIP_RTOL, defaults.ROUNDTRIP_ATOL)
+    export, ladder = settings.export_plan()
+    tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
-    outcome, export_report = export_model(bundle.model, inputs, canonical, meta, settings, defaults.ESCALATION_LADDER,
-                                          defaults.ESCALATION_ENABLED, tol, defaults.ROWS_PER_RUN, onnx_path, skip)
+    outcome, export_report = export_model(bundle.model, inputs, canonical, meta, export, ladder,
+                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip)
     export_report.print_summary()
     require_exported_model(outcome, "see the attempts printed above")
-    roundtrip_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, tol, defaults.ROWS_PER_RUN,
+    roundtrip_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, tol, rows_per_run,
                                           len(outcome.sample_rows), skip)
     roundtrip_report.print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
     invariance_report.print_summary()
-    drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, bundle.drift_tolerance_mse,
-                              bundle.drift_tolerance_max_abs, skip)
+    drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
+                              settings.drift.tolerance_max_abs, skip)
     drift_report.print_summary()
     # Same order as the pipeline's CHECK_STAGES, so validation_report.json is identical.
     reports = [tensorized.report, canonical_report, export_report, roundtrip_report, invariance_report, drift_report]
     results: list[CheckResult] = as_written([c for r in reports for c in r.checks])
     source = source_info()  # no DVC_STAGE here, so no dvc.lock hash
-    doc = build_architecture_doc(bundle.model, onnx_path, meta, bundle.architecture_doc,
-                                 defaults.ARCHDOC_LLM_MODEL, None)
+    doc = build_architecture_doc(bundle.model, onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
+                                 settings.archdoc.cache_dir)
     tensor_files = {}
     for stem, tensors in {**tensorized.tensors, "val_outputs": canonical}.items():
         tensor_files[f"{stem}.pt"] = tio.save_tensors(tensors, work / "tensors" / f"{stem}.pt")
     export_used = export_report.extra["settings_used"]
     bundle_dir = work / "bundle" / BUNDLE_DIR_NAME
     manifest = build_bundle(bundle_dir, onnx_path, tensor_files, meta, export_used, results, doc.markdown,
-                            source, bundle.bundle_schema_version)
+                            source, settings.bundle_schema_version)
     return bundle_dir, manifest, meta, export_used, results, source
 
 

@@ -3,50 +3,45 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.archdoc import build_architecture_doc
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.models import load_model
-from ml_atlas_sdk.pipeline import settings as s
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import ARCHDOC, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles
 from ml_atlas_sdk.reports import StageReport
+from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.invariance import invariance_step
 
-Config = dict[str, Any]
 
-
-def run_invariance(cfg: Config) -> None:
+def run_invariance(cfg: Settings) -> None:
     begin("invariance")
-    meta, skip = s.metadata(cfg), s.skip_policy(cfg)
     settings = ExportSettings.from_used(read_export_info()["settings_used"])
-    model = load_model(s.model_source(cfg))
+    model = load_model(cfg.model)
     inputs = tio.load_tensors(TENSORS_DIR / "val_inputs.pt")
     with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:
-        report = invariance_step(model, inputs, meta, settings, skip, Path(work))
+        report = invariance_step(model, inputs, cfg.metadata, settings, cfg.checks.policy, Path(work))
     finish(report)
 
 
-def run_drift(cfg: Config) -> None:
+def run_drift(cfg: Settings) -> None:
     begin("drift", PLOTS / "drift")
-    skip, drift = s.skip_policy(cfg), s.section(cfg, "drift")
     user_path = TENSORS_DIR / "val_outputs_user.pt"
     user = tio.load_tensors(user_path) if user_path.is_file() else None
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
-    report = drift_step(user, canonical, float(drift["tolerance_mse"]), float(drift["tolerance_max_abs"]), skip)
+    report = drift_step(user, canonical, cfg.drift.tolerance_mse, cfg.drift.tolerance_max_abs, cfg.checks.policy)
     write_error_quantiles(PLOTS / "drift", user and {n: user[n].numpy() for n in canonical if n in user}, canonical)
     finish(report)
 
 
-def run_archdoc(cfg: Config) -> None:
+def run_archdoc(cfg: Settings) -> None:
     begin("archdoc", ARCHDOC.parent)
-    archdoc, meta = s.section(cfg, "archdoc"), s.metadata(cfg)
-    model = load_model(s.model_source(cfg))
-    doc = build_architecture_doc(model, ONNX_MODEL, meta, archdoc.get("source"), archdoc.get("llm_model"), archdoc.get("cache_dir"))
+    archdoc = cfg.archdoc
+    model = load_model(cfg.model)
+    doc = build_architecture_doc(model, ONNX_MODEL, cfg.metadata, archdoc.source, archdoc.llm_model, archdoc.cache_dir)
     ARCHDOC.parent.mkdir(parents=True, exist_ok=True)
     if doc.markdown is not None:
         ARCHDOC.write_text(doc.markdown)

@@ -1,13 +1,15 @@
-"""What every stage script shares: quiet Hydra, resolved config, one-line user errors."""
+"""What every stage script shares: quiet Hydra, validated settings, one-line user errors."""
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
+from ml_atlas_sdk.settings import Settings, warn_untracked_code_dirs
+from ml_atlas_sdk.user_errors import stage_failure
 
 # Hydra would otherwise create outputs/<date>/, a .hydra/ copy of the config and a .log file for
 # every run; DVC stages must write nothing but their declared outputs.
@@ -21,17 +23,27 @@ def stage_entry(hydra_main: Callable[[], None]) -> None:
     hydra_main()
 
 
-def run_stage(stage: Callable[[dict[str, Any]], None], cfg: DictConfig) -> None:
-    """Run one stage on the resolved config.
-
-    Input that cannot be processed exits 2 and a refused or failed upload exits 1, each with
-    one line on stderr instead of a traceback.
-    """
-    config = OmegaConf.to_container(cfg, resolve=True)
+def load_settings(cfg: DictConfig) -> Settings:
     try:
-        stage(config)
-    except AtlasInputError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:  # e.g. ${oc.env:X} with X unset
+        raise AtlasInputError(f"params: {str(exc).splitlines()[0]}") from None
+    return Settings.from_config(raw)
+
+
+def run_stage(stage: Callable[[Settings], None], cfg: DictConfig) -> None:
+    """Validate every setting, then run one stage on them.
+
+    Validation comes first, so a wrong type or a typo stops the stage before it reads a file or
+    unpickles a model. Input that cannot be processed exits 2 and a refused or failed upload
+    exits 1, each with one line on stderr instead of a traceback.
+    """
+    try:
+        settings = load_settings(cfg)
+        warn_untracked_code_dirs(settings.model)
+        stage(settings)
+    except AtlasInputError as exc:  # errors in the user's model code also leave reports/<stage>.json
+        print(f"error: {stage_failure(exc, stage.__name__.removeprefix('run_'))}", file=sys.stderr, flush=True)
         sys.exit(2)
     except AtlasBundleError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

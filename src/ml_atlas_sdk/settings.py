@@ -1,0 +1,334 @@
+"""The one settings schema both doors validate against: `params.yaml` for the pipeline (checked
+once per stage, before it runs) and the SDK's arguments.
+
+Defaults are written here once; conf/ holds the same values (tests/test_settings.py composes it and
+compares), so the same inputs give the same bundle by either door. Types are strict: a YAML or
+environment string "false" is not a bool, NaN is not a tolerance, an unknown key is a typo.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
+                      field_validator)
+
+from ml_atlas_sdk.checks.registry import SkipPolicy
+from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata
+
+
+
+def _opset_supported(value: int) -> int:
+    if value < MIN_OPSET:
+        raise ValueError(f"{value} is below the minimum opset {MIN_OPSET} that atlas accepts")
+    return value
+
+
+def _batch_of_two(value: int) -> int:
+    if value < 2:
+        raise ValueError(f"{value} is below 2; a batch of 1 lets the exporter specialise the batch axis")
+    return value
+
+
+Tolerance = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Opset = Annotated[StrictInt, AfterValidator(_opset_supported)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+ExportBatch = Annotated[StrictInt, AfterValidator(_batch_of_two)]
+DEFAULT_EXPERIMENT = "atlas-bundles"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: ClassVar[str] = ""  # where the section sits in params.yaml, for error lines
+
+    @classmethod
+    def from_config(cls, raw: Any, where: str | None = None):
+        where = cls.key if where is None else where
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise AtlasInputError(describe_errors(exc, cls, where)) from None
+
+
+class ModelSource(Section):
+    """Where the model comes from: `model.factory` (+ kwargs, weights) or a trusted `model.checkpoint`."""
+
+    key: ClassVar[str] = "model"
+
+    name: StrictStr | None = None
+    factory: StrictStr | None = None
+    kwargs: dict[str, Any] = {}
+    weights: StrictStr | None = None
+    checkpoint: StrictStr | None = None
+    trust_pickle: StrictBool = False
+    code_dirs: list[StrictStr] = []
+
+
+class DataSettings(Section):
+    val_inputs: StrictStr | None = None
+    val_outputs: StrictStr | None = None
+    calibration_inputs: StrictStr | None = None
+
+
+class ExportSettings(Section):
+    """One export attempt's settings; frozen and hashable, so the ladder can spot duplicates."""
+
+    key: ClassVar[str] = "export"
+
+    opset: Opset = 17
+    do_constant_folding: StrictBool = True
+    dynamo: StrictBool = False
+    batch_size: ExportBatch = 64
+
+    @classmethod
+    def from_used(cls, used: Mapping[str, Any]) -> "ExportSettings":
+        """The settings part of a recorded `settings_used` (which also holds step and model opset)."""
+        return cls(**{name: used[name] for name in cls.model_fields})
+
+    def with_overrides(self, overrides: Mapping[str, Any], where: str) -> "ExportSettings":
+        return ExportSettings.from_config({**self.to_dict(), **overrides}, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class LadderStep(Section):
+    """A partial `export` override; only the keys given change."""
+
+    opset: Opset | None = None
+    do_constant_folding: StrictBool | None = None
+    dynamo: StrictBool | None = None
+    batch_size: ExportBatch | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class EscalationSettings(Section):
+    enabled: StrictBool = True
+    ladder: list[LadderStep] = [LadderStep(opset=18), LadderStep(opset=20), LadderStep(do_constant_folding=False),
+                                LadderStep(opset=20, do_constant_folding=False), LadderStep(dynamo=True)]
+
+
+class RoundtripSettings(Section):
+    rtol: Tolerance = 0.01
+    atol: Tolerance = 0.05
+    batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical forward run
+
+    @property
+    def tolerance(self):
+        from ml_atlas_sdk.roundtrip import Tolerance  # onnxruntime: only where a stage compares
+
+        return Tolerance(rtol=self.rtol, atol=self.atol)
+
+
+class DriftSettings(Section):
+    tolerance_mse: Tolerance = 0.001
+    tolerance_max_abs: Tolerance = 0.05
+
+
+class ChecksSettings(Section):
+    skip: StrictBool | list[StrictStr] = []
+    calib_min_rows: PositiveInt = 1000
+
+    @field_validator("skip", mode="before")
+    @classmethod
+    def _known_checks(cls, value: Any) -> Any:
+        try:
+            SkipPolicy(value, "")
+        except AtlasInputError as exc:
+            raise ValueError(str(exc).removeprefix(": ")) from None
+        return [] if value is None else value
+
+    @property
+    def policy(self) -> SkipPolicy:
+        return SkipPolicy(self.skip)
+
+
+class ArchdocSettings(Section):
+    source: StrictStr | None = "auto"  # "auto" | a Markdown file | null (no architecture.md)
+    llm_model: StrictStr = "claude-sonnet-4-5"
+    cache_dir: StrictStr | None = None
+
+
+class MlflowSettings(Section):
+    tracking_uri: StrictStr = "sqlite:///mlflow.db"
+    experiment: StrictStr = Field(min_length=1)  # no default: a deleted line must not push elsewhere
+    run_id: StrictStr | None = None
+    run_name: StrictStr | None = None
+    register_model: StrictStr | None = None
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, uri: str) -> str:
+        refuse_uri_password(uri)
+        return uri
+
+
+class UploadSettings(Section):
+    dry_run: StrictBool = False
+
+
+class Settings(Section):
+    """Every setting of one run, by section, as in params.yaml."""
+
+    model: ModelSource = ModelSource()
+    metadata: ModelMetadata
+    data: DataSettings = DataSettings()
+    export: ExportSettings = ExportSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    roundtrip: RoundtripSettings = RoundtripSettings()
+    drift: DriftSettings = DriftSettings()
+    checks: ChecksSettings = ChecksSettings()
+    archdoc: ArchdocSettings = ArchdocSettings()
+    mlflow: MlflowSettings
+    upload: UploadSettings = UploadSettings()
+    bundle_schema_version: StrictStr = "1"
+
+    @classmethod
+    def from_config(cls, raw: Any, where: str | None = None) -> "Settings":
+        """Validate the composed config once; any problem is one AtlasInputError line naming the key(s)."""
+        if not isinstance(raw, Mapping):
+            raise AtlasInputError(f"params: expected a mapping of sections, got {_show(raw)}")
+        return super().from_config(raw, where)
+
+    def export_plan(self) -> tuple[ExportSettings, list[dict[str, Any]]]:
+        """The configured export and the ladder steps, the one opset rule applied for both doors:
+        metadata.onnx_opset is the lowest opset the bundle may have, export.opset (and each ladder
+        step's) the one to try first, so every attempt exports at the higher of the two."""
+        floor = self.metadata.onnx_opset
+        base = self.export.model_copy(update={"opset": max(self.export.opset, floor)})
+        ladder = []
+        for step in self.escalation.ladder:
+            overrides = step.overrides()
+            if "opset" in overrides:
+                overrides["opset"] = max(overrides["opset"], floor)
+            ladder.append(overrides)
+        return base, ladder
+
+    def to_params(self) -> dict[str, Any]:
+        """The settings in params.yaml's shape (ladder steps list only the keys they set)."""
+        params = self.model_dump(mode="json", exclude={"metadata"})
+        params["escalation"]["ladder"] = [step.overrides() for step in self.escalation.ladder]
+        return params
+
+
+def refuse_uri_password(uri: str, key: str = "") -> None:
+    """A password inside a tracking URI ends up in params.yaml, Git and shell history."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return  # not a URL MLflow can use either; MLflow reports that itself
+    if password is None:
+        return
+    host = parts.hostname or ""
+    shown = parts._replace(netloc=f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")).geturl()
+    where = f"{key}: " if key else ""
+    if parts.scheme in ("http", "https"):
+        advice = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the "
+                  "environment instead, which MLflow reads itself")
+    else:
+        advice = "give it to the database driver through its own environment (e.g. PGPASSWORD) instead"
+    raise ValueError(f"{where}{shown} holds a password; remove it from the URI and {advice}")
+
+
+# Folders dvc.yaml lists as dependencies of the stages that build the model.
+TRACKED_CODE_DIRS = ("models", "data", "src")
+
+
+def warn_untracked_code_dirs(source: ModelSource) -> None:
+    if "DVC_STAGE" not in os.environ:
+        return
+    for code_dir in source.code_dirs:
+        top = Path(code_dir).parts[0] if Path(code_dir).parts else ""
+        if Path(code_dir).is_absolute() or top not in TRACKED_CODE_DIRS:
+            print(f"warning: model.code_dirs: {code_dir} is not under {list(TRACKED_CODE_DIRS)}, so DVC does not "
+                  "rerun stages when it changes; move it under models/ or add it to the deps in dvc.yaml", flush=True)
+
+
+def describe_errors(exc: ValidationError, root: type[BaseModel], where: str = "", names: Mapping[str, str] = {}) -> str:
+    """pydantic's errors as one line, each naming its dotted key (`names` renames keys for the SDK)."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        key = _dotted(err["loc"])
+        shown = names.get(key, key)
+        prefix = ".".join(p for p in (where, shown) if p)
+        parts.append(f"{prefix}: {_explain(err, root)}" if prefix else _explain(err, root))
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_EXPECTED = {
+    "bool_type": "true or false", "bool_parsing": "true or false", "int_type": "an integer", "int_parsing": "an integer",
+    "int_from_float": "an integer", "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+    "finite_number": "a finite number", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "dict_type": "a mapping", "list_type": "a list",
+}
+
+
+def _explain(err: dict[str, Any], root: type[BaseModel]) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "extra_forbidden":
+        known = _known_keys(root, err["loc"][:-1])
+        return "unknown setting" + (f"; known: {known}" if known else "")
+    if kind in ("greater_than_equal", "greater_than"):
+        sign = ">=" if kind == "greater_than_equal" else ">"
+        return f"expected a number {sign} {next(iter(err['ctx'].values()))}, got {_show(value)}"
+    if kind == "string_too_short":
+        return f"expected a non-empty string, got {_show(value)}"
+    if kind in _EXPECTED:
+        hint = ""
+        if kind.startswith("bool") and isinstance(value, str):
+            hint = " (an ${oc.env:...} value is a string: wrap it in ${oc.decode:...})"
+        return f"expected {_EXPECTED[kind]}, got {_show(value)}{hint}"
+    return err["msg"].removeprefix("Value error, ")  # our own validators' messages, never the raw input
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"the string {value[:60]!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _known_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    cls: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return []
+        cls = _model_in(field.annotation)
+    return sorted(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside `X`, `list[X]` or `X | None`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
