@@ -142,12 +142,16 @@ def _fails_with(project, stage: str, *overrides: str, env=None) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("trust", ["model.trust_pickle='false'", "model.trust_pickle=${oc.env:ATLAS_TRUST_PICKLE,false}"])
-def test_the_string_false_never_unpickles(project, trust):
+@pytest.mark.parametrize("trust, env", [
+    ("model.trust_pickle='false'", {}),
+    ("model.trust_pickle=${oc.env:ATLAS_TRUST_PICKLE,false}", {}),  # the default resolves to the string 'False'
+    ("model.trust_pickle=${oc.env:ATLAS_TRUST_PICKLE}", {"ATLAS_TRUST_PICKLE": "false"}),
+], ids=["quoted", "env-default", "env-set"])
+def test_the_string_false_never_unpickles(project, trust, env):
     marker = project / "pickle_ran"
     torch.save(Hostile(marker), project / "data/evil.pt")
-    line = _fails_with(project, "canonical_outputs", "model.checkpoint=data/evil.pt", trust)
-    assert "model.trust_pickle: expected true or false, got the string 'false'" in line
+    line = _fails_with(project, "canonical_outputs", "model.checkpoint=data/evil.pt", trust, env=env)
+    assert "model.trust_pickle: expected true or false, got the string 'false'" in line.lower()
     assert not marker.exists()
 
 
