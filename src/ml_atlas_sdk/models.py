@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 import sys
 import warnings
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.settings import ModelSource  # noqa: F401 (the `model:` section; re-exported)
+from ml_atlas_sdk.user_errors import code_failure, forward_failure
 
 
 def load_model(source: ModelSource) -> torch.nn.Module:
@@ -40,13 +42,15 @@ def build_from_factory(factory: str, kwargs: dict[str, Any]) -> torch.nn.Module:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AtlasInputError(f"model.factory: cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # the module's own top-level code raised (SyntaxError included)
+        raise code_failure(f"model.factory: importing module {module_name!r}", exc) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise AtlasInputError(f"model.factory: module {module_name!r} has no callable {attr!r}")
     try:
         model = fn(**kwargs)
-    except TypeError as exc:
-        raise AtlasInputError(f"model.factory: {factory}(**model.kwargs) failed: {exc}") from None
+    except Exception as exc:  # anything the user's factory raises is a model that cannot be built
+        raise code_failure(f"model.factory: {factory}(**model.kwargs)", exc) from None
     if not isinstance(model, torch.nn.Module):
         raise AtlasInputError(f"model.factory: {factory} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -69,7 +73,17 @@ def load_weights(model: torch.nn.Module, weights: str) -> None:
         raise AtlasInputError(f"model.weights: {path} cannot be read ({str(exc).splitlines()[0]})") from None
     if not isinstance(state, Mapping):
         raise AtlasInputError(f"model.weights: {path} holds a {type(state).__name__}, not a state_dict")
-    result = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    resized = [f"{k!r} is {list(v.shape)} in the file but {list(own[k].shape)} in the model"
+               for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if resized:
+        more = f" and {len(resized) - 3} more" if len(resized) > 3 else ""
+        raise AtlasInputError(f"model.weights: {path} does not match the model built from model.factory and "
+                              f"model.kwargs: {'; '.join(resized[:3])}{more}")
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except Exception as exc:  # a custom _load_from_state_dict, or a non-tensor value
+        raise code_failure(f"model.weights: loading {path} into the model", exc) from None
     if result.missing_keys or result.unexpected_keys:
         raise AtlasInputError(
             f"model.weights: {path} does not match the model: missing keys {_short(result.missing_keys)}, "
@@ -86,7 +100,10 @@ def _load_checkpoint(source: ModelSource) -> torch.nn.Module:
             f"model.checkpoint: {path} is a pickled module and pickles run code when loaded; "
             "set model.trust_pickle: true only if you trust its author, or use model.factory + model.weights"
         )
-    model = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling runs the user's classes' code, and may not find them
+        raise code_failure(f"model.checkpoint: loading {path}", exc) from None
     if not isinstance(model, torch.nn.Module):
         raise AtlasInputError(f"model.checkpoint: {path} holds a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -105,13 +122,66 @@ def outputs_by_name(raw: Any, output_names: Sequence[str]) -> dict[str, torch.Te
         missing = [n for n in output_names if n not in raw]
         if missing:
             raise AtlasInputError(f"model output: forward() returned keys {list(raw)}, missing {missing}")
-        return {n: raw[n] for n in output_names}
-    raw = list(raw)
-    if len(raw) != len(output_names):
-        raise AtlasInputError(
-            f"model output: forward() returned {len(raw)} tensor(s) but metadata.output_names has {list(output_names)}"
-        )
-    return dict(zip(output_names, raw))
+        named = {n: raw[n] for n in output_names}
+    elif isinstance(raw, (tuple, list)) and len(raw) == len(output_names):
+        named = dict(zip(output_names, raw))
+    else:
+        named = {}
+    if not named or not all(isinstance(t, torch.Tensor) for t in named.values()):
+        # Each ONNX output is one tensor: nested tuples, None or Python numbers have no name to go to.
+        raise AtlasInputError(f"model output: forward() returned {_structure(raw)} but metadata.output_names is "
+                              f"{list(output_names)}: return one tensor per name (a tensor, a flat tuple or a dict)")
+    return named
+
+
+def forward_rows(model: torch.nn.Module, args: Sequence[torch.Tensor], input_names: Sequence[str],
+                 output_names: Sequence[str], rows: Sequence[int], subject: str = "val_inputs") -> dict[str, torch.Tensor]:
+    """model(*args) on rows `rows` of `subject`, its outputs by name; what the user's code raises
+    becomes one line naming the rows, the module and the user's last frame."""
+    try:
+        raw = model(*args)
+    except Exception as exc:  # any error from the user's forward is theirs to fix, named precisely
+        raise forward_failure(exc, model, args, input_names, rows, subject) from None
+    return outputs_by_name(raw, output_names)
+
+
+def check_forward(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], metadata: Any, rows: Sequence[int]) -> None:
+    """One canonical forward on the rows an exporter is about to trace, so a model that raises is
+    reported as the user's error (rows, module, frame) rather than as every export attempt failing."""
+    with torch.no_grad():
+        forward_rows(canonical_model(model), [sample[n] for n in metadata.input_names], metadata.input_names,
+                     metadata.output_names, rows)
+
+
+def check_forward_signature(model: torch.nn.Module, input_names: Sequence[str]) -> str | None:
+    """Compare metadata.input_names with forward()'s positional parameters, when they can be read.
+
+    Inputs are passed by position, so a name of forward's at another position means rows go to the
+    wrong parameter (an error), and a count forward cannot take fails anyway (an error, said
+    clearly). Names that simply differ are only a warning (returned): ONNX input names are the
+    serving contract and may legitimately differ from Python's (`x` vs `pixel_values`).
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names, given = [p.name for p in positional], list(input_names)
+    required = [p.name for p in positional if p.default is p.empty]
+    both = f"metadata.input_names {given} vs {type(model).__name__}.forward({', '.join(names)})"
+    if len(given) > len(names) or len(given) < len(required):
+        takes = f"{len(required)}-{len(names)}" if len(required) < len(names) else str(len(names))
+        raise AtlasInputError(f"{both}: forward takes {takes} positional input(s), metadata names {len(given)}")
+    bound = names[: len(given)]
+    misplaced = [f"{n!r} would be passed as {b!r}" for n, b in zip(given, bound) if n != b and n in names]
+    if misplaced:
+        raise AtlasInputError(f"{both}: inputs are passed by position, so {', '.join(misplaced)}; "
+                              "list metadata.input_names in forward's order")
+    if given != bound:
+        return f"{both}: names differ; inputs are passed by position, so make sure the order matches"
+    return None
 
 
 def run_canonical(
@@ -121,19 +191,44 @@ def run_canonical(
     output_names: Sequence[str],
     batch_size: int,
     progress: bool = True,
+    subject: str = "val_inputs",
 ) -> dict[str, torch.Tensor]:
     """Batched FP32-CPU forward pass under no_grad; returns CPU contiguous float32 tensors."""
     model = canonical_model(model)
+    warning = check_forward_signature(model, input_names)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows = next(iter(inputs.values())).shape[0]
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in output_names}
     starts = range(0, rows, batch_size)
     with torch.no_grad():
         for start in tqdm(starts, desc="canonical outputs", unit="batch", disable=None if progress else True, leave=False):
-            batch = [inputs[n][start : start + batch_size] for n in input_names]
-            out = outputs_by_name(model(*batch), output_names)
+            stop = min(start + batch_size, rows)
+            batch = [inputs[n][start:stop] for n in input_names]
+            out = forward_rows(model, batch, input_names, output_names, range(start, stop), subject)
             for n in output_names:
                 chunks[n].append(out[n].detach().cpu())
-    return {n: _as_float32(torch.cat(chunks[n])) for n in output_names}
+    return {n: _as_float32(_concat(n, chunks[n], batch_size)) for n in output_names}
+
+
+def _concat(name: str, chunks: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    try:
+        return torch.cat(chunks)
+    except RuntimeError:
+        shapes = sorted({str(list(c.shape)) for c in chunks})
+        raise AtlasInputError(f"model output {name!r}: batches of {batch_size} rows gave shapes {', '.join(shapes)}; "
+                              "only the batch axis may differ between batches") from None
+
+
+def _structure(raw: Any) -> str:
+    if isinstance(raw, torch.Tensor):
+        return f"Tensor{list(raw.shape)}"
+    if isinstance(raw, (tuple, list)):
+        inner = ", ".join(_structure(v) for v in raw)
+        return f"({inner}{',' if len(raw) == 1 else ''})" if isinstance(raw, tuple) else f"[{inner}]"
+    if isinstance(raw, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_structure(v)}" for k, v in raw.items()) + "}"
+    return type(raw).__name__
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:

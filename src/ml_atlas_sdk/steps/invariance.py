@@ -10,6 +10,7 @@ from ml_atlas_sdk.checks import CheckResult, SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import check_forward
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.tensors import row_count, slice_rows
 
@@ -35,6 +36,7 @@ def invariance_step(
     models = []
     for label, window in (("a", slice(0, size)), ("b", slice(size, 2 * size))):
         path = work_dir / label / "model.onnx"
+        check_forward(model, slice_rows(inputs, window), metadata, range(window.start, window.stop))
         try:
             export_onnx(model, slice_rows(inputs, window), metadata, settings, path)
         except ExportFailed as exc:
