@@ -22,8 +22,8 @@ from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
-from ml_atlas_sdk.settings import (DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, Settings, Tolerance,
-                                   describe_errors)
+from ml_atlas_sdk.settings import DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, Settings, Tolerance
+from ml_atlas_sdk.settings_errors import describe_errors
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model

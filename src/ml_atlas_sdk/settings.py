@@ -7,20 +7,19 @@ environment string "false" is not a bool, NaN is not a tolerance, an unknown key
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, get_args
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
-                      field_validator)
+                      ValidationInfo, field_validator)
 
 from ml_atlas_sdk.checks.registry import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata
-
+from ml_atlas_sdk.settings_errors import describe_errors
 
 
 def _opset_supported(value: int) -> int:
@@ -67,6 +66,12 @@ class ModelSource(Section):
     checkpoint: StrictStr | None = None
     trust_pickle: StrictBool = False
     code_dirs: list[StrictStr] = []
+
+    @field_validator("kwargs", "code_dirs", mode="before")
+    @classmethod
+    def _none_when_blank(cls, value: Any, info: ValidationInfo) -> Any:
+        # `kwargs:` with nothing after it is YAML null, meaning "none", as it always has.
+        return ({} if info.field_name == "kwargs" else []) if value is None else value
 
 
 class DataSettings(Section):
@@ -250,85 +255,3 @@ def warn_untracked_code_dirs(source: ModelSource) -> None:
         if Path(code_dir).is_absolute() or top not in TRACKED_CODE_DIRS:
             print(f"warning: model.code_dirs: {code_dir} is not under {list(TRACKED_CODE_DIRS)}, so DVC does not "
                   "rerun stages when it changes; move it under models/ or add it to the deps in dvc.yaml", flush=True)
-
-
-def describe_errors(exc: ValidationError, root: type[BaseModel], where: str = "", names: Mapping[str, str] = {}) -> str:
-    """pydantic's errors as one line, each naming its dotted key (`names` renames keys for the SDK)."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        key = _dotted(err["loc"])
-        shown = names.get(key, key)
-        prefix = ".".join(p for p in (where, shown) if p)
-        parts.append(f"{prefix}: {_explain(err, root)}" if prefix else _explain(err, root))
-    return "; ".join(dict.fromkeys(parts))
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-_EXPECTED = {
-    "bool_type": "true or false", "bool_parsing": "true or false", "int_type": "an integer", "int_parsing": "an integer",
-    "int_from_float": "an integer", "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
-    "finite_number": "a finite number", "model_type": "a mapping", "model_attributes_type": "a mapping",
-    "dict_type": "a mapping", "list_type": "a list",
-}
-
-
-def _explain(err: dict[str, Any], root: type[BaseModel]) -> str:
-    kind, value = err["type"], err.get("input")
-    if kind == "missing":
-        return "required, but missing"
-    if kind == "extra_forbidden":
-        known = _known_keys(root, err["loc"][:-1])
-        return "unknown setting" + (f"; known: {known}" if known else "")
-    if kind in ("greater_than_equal", "greater_than"):
-        sign = ">=" if kind == "greater_than_equal" else ">"
-        return f"expected a number {sign} {next(iter(err['ctx'].values()))}, got {_show(value)}"
-    if kind == "string_too_short":
-        return f"expected a non-empty string, got {_show(value)}"
-    if kind in _EXPECTED:
-        hint = ""
-        if kind.startswith("bool") and isinstance(value, str):
-            hint = " (an ${oc.env:...} value is a string: wrap it in ${oc.decode:...})"
-        return f"expected {_EXPECTED[kind]}, got {_show(value)}{hint}"
-    return err["msg"].removeprefix("Value error, ")  # our own validators' messages, never the raw input
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return f"the string {value[:60]!r}"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _known_keys(root: type[BaseModel], loc: tuple) -> list[str]:
-    cls: Any = root
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-        if field is None:
-            return []
-        cls = _model_in(field.annotation)
-    return sorted(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The BaseModel inside `X`, `list[X]` or `X | None`, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
