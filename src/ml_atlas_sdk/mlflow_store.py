@@ -1,20 +1,24 @@
 """Push a bundle to MLflow with an explicit MlflowClient (no global MLflow state)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ml_atlas_sdk import run_claims as claims
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manifest
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.run_claims import COMPLETE_TAG, SHA_TAG  # noqa: F401 (re-exported)
 from ml_atlas_sdk.secrets import redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
 
-COMPLETE_TAG = "atlas.bundle_complete"
-SHA_TAG = "atlas.bundle_sha256"
+MODEL_ARTIFACT_PATH = "model"  # mlflow_model's folder, cleared with atlas/ on a re-upload
 RETRIES = 3
 T = TypeVar("T")
 
@@ -35,7 +39,25 @@ class PushResult:
 def client_for(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    if not tracking_uri.startswith("sqlite:"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    # MLflow migrates a fresh sqlite file on first use; two processes doing it at once break it.
+    with _first_use_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def _first_use_lock(tracking_uri: str) -> Iterator[None]:
+    import fcntl
+
+    db = os.path.abspath(tracking_uri.split(":///", 1)[-1].split("?", 1)[0])
+    lock_dir = Path(tempfile.gettempdir()) / "ml-atlas-sdk-locks"
+    lock_dir.mkdir(exist_ok=True)
+    with open(lock_dir / f"{hashlib.sha256(db.encode()).hexdigest()[:24]}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def with_retries(what: str, fn: Callable[[], T], tracking_uri: str, retries: int = RETRIES) -> T:
@@ -64,23 +86,30 @@ def push_bundle(
     run_name: str | None = None,
     on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
     before_complete: Callable[[Any, str], None] = lambda client, run_id: None,
+    say: Callable[[str], None] = lambda message: print(f"[atlas] {message}", flush=True),
 ) -> PushResult:
     """Upload every bundle file under `atlas/`, then tags, then `atlas.bundle_complete` last.
 
-    A bundle whose sha is already complete in the experiment reuses that run. Any failure after
-    the run exists marks it FAILED; `bundle_complete` is never set on a partial upload.
+    Without `run_id`, a FINISHED run that holds this bundle's files is reused, else one new run
+    wins the claim (run_claims). Into an existing `run_id`, the old complete tag and `atlas/`
+    files are removed first. Any failure after the run exists marks it FAILED.
     `before_complete(client, run_id)` adds more to the run (the MLflow model) before that tag.
     """
     if build_manifest(bundle_dir).bundle_sha256 != manifest.bundle_sha256:
         raise AtlasBundleError(f"{bundle_dir}: files changed since the manifest was written; assemble the bundle again")
-    client = client_for(tracking_uri)
+    manifest_size = (bundle_dir / MANIFEST).stat().st_size
+    client = with_retries("opening the tracking store", lambda: client_for(tracking_uri), tracking_uri)
     experiment_id = with_retries("getting the experiment", lambda: _experiment_id(client, experiment, tracking_uri), tracking_uri)
-    existing = with_retries("searching for an identical bundle", lambda: _complete_run(client, experiment_id, manifest.bundle_sha256), tracking_uri)
-    if existing and run_id is None:
-        return PushResult(existing, experiment, experiment_id, reused=True)
     if run_id is None:
-        run = with_retries("creating the run", lambda: client.create_run(experiment_id, run_name=run_name), tracking_uri)
-        run_id = run.info.run_id
+        def create(claim: dict[str, str]) -> str:
+            return client.create_run(experiment_id, run_name=run_name, tags=claim).info.run_id
+
+        run_id, reused = with_retries("claiming the bundle's run", lambda: claims.claim_or_reuse(
+            client, experiment_id, manifest, manifest_size, create, say), tracking_uri, retries=1)
+        if reused:
+            return PushResult(run_id, experiment, experiment_id, reused=True)
+    else:
+        with_retries(f"clearing run {run_id}", lambda: _clear_run(client, run_id, manifest.bundle_sha256), tracking_uri)
     try:
         _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete)
     except BaseException:
@@ -94,6 +123,27 @@ def push_bundle(
     return PushResult(run_id, experiment, experiment_id, reused=False)
 
 
+def _clear_run(client, run_id: str, sha: str) -> None:
+    """Make a given run hold nothing of an earlier bundle before new files go in."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    run = client.get_run(run_id)
+    if COMPLETE_TAG in run.data.tags:  # first: a failure below must not leave the old claim
+        client.delete_tag(run_id, COMPLETE_TAG)
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    for folder in (BUNDLE_DIR_NAME, MODEL_ARTIFACT_PATH):
+        if client.list_artifacts(run_id, folder):
+            repo.delete_artifacts(folder)
+    if client.list_artifacts(run_id, BUNDLE_DIR_NAME):
+        raise AtlasBundleError(f"run {run_id}: its old {BUNDLE_DIR_NAME}/ files could not be removed; "
+                               "push to a new run (mlflow.run_id: null)")
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in claims.claim_tags(sha).items()])
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+
+
 def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete) -> None:
     from mlflow.entities import Param, RunTag
 
@@ -101,6 +151,8 @@ def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_
     for done, name in enumerate(names, start=1):
         artifact_dir = f"{BUNDLE_DIR_NAME}/{Path(name).parent.as_posix()}".rstrip("/.")
         with_retries(f"uploading {name}", lambda n=name, d=artifact_dir: client.log_artifact(run_id, str(bundle_dir / n), d), client.tracking_uri)
+        # Progress proves this upload alive to others waiting on the same bundle (run_claims).
+        with_retries("recording progress", lambda: client.set_tag(run_id, claims.HEARTBEAT_TAG, str(int(time.time()))), client.tracking_uri)
         on_file(name, done, len(names))
     param_list = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
     tag_list = [RunTag(k, str(v)) for k, v in sorted(tags.items()) if k != COMPLETE_TAG]
@@ -112,6 +164,8 @@ def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_
 
 
 def _experiment_id(client, name: str, tracking_uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -119,16 +173,13 @@ def _experiment_id(client, name: str, tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
         # The embedded default keeps artifacts beside the database, in ./mlartifacts (SPEC).
         artifact_location = (Path.cwd() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def _complete_run(client, experiment_id: str, sha: str) -> str | None:
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{SHA_TAG}` = '{sha}' and tags.`{COMPLETE_TAG}` = 'true'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another upload created it first
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _param_value(value: Any) -> str:

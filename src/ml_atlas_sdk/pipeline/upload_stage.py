@@ -42,7 +42,8 @@ def run_upload(cfg: Settings) -> None:
         return
     try:
         pushed = publish(bundle_dir, manifest, meta, export_used, results, source, schema, mlflow_cfg,
-                         on_file=lambda name, done, total: print(f"  uploaded {done}/{total} {name}", flush=True))
+                         on_file=lambda name, done, total: print(f"  uploaded {done}/{total} {name}", flush=True),
+                         say=lambda message: print(f"[upload] {message}", flush=True))
     except AtlasBundleError as exc:
         write_json(stale_report("upload"), {**report, "status": "failed", "error": str(exc)})
         raise

@@ -77,6 +77,7 @@ def publish(
     schema_version: str,
     mlflow_settings: dict[str, Any],
     on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
+    say: Callable[[str], None] = lambda message: print(f"[atlas] {message}", flush=True),
 ) -> PushResult:
     def add_mlflow_model(client, run_id: str) -> None:
         inputs = torch.load(bundle_dir / "val_inputs.pt", weights_only=True)
@@ -97,4 +98,5 @@ def publish(
         run_name=mlflow_settings.get("run_name"),
         on_file=on_file,
         before_complete=add_mlflow_model,
+        say=say,
     )
