@@ -92,9 +92,15 @@ def test_export_stage_names_the_failing_row_of_its_sample(project):
 def test_invariance_stage_names_the_failing_slice_row(project):
     _tensorize(project)
     run(["python", "stages/export.py", "escalation.enabled=false"], project)  # invariance needs an accepted export
+    run(["python", "stages/roundtrip.py"], project)  # and the upload gate below reads every report before it
     _tensorize(project, "data.val_inputs=data/oov_row100.parquet")
     line = _fails_with(project, "invariance")
     assert line.startswith("model forward failed on val_inputs rows 64-127 (first failing row 100) in module 'embedding'")
+    assert _report(project, "invariance")["error"]["rows"] == "rows 64-127"
+    # The report that keeps the error holds no verdicts, and the upload gate must not read it as clean.
+    refused = _fails_with(project, "upload", "upload.dry_run=true")
+    assert refused.startswith("reports/invariance.json: the stage stopped (model forward failed on val_inputs rows 64-127")
+    assert not (project / "build/bundle").exists()
 
 
 def test_state_dict_with_a_wrong_shaped_tensor(project):

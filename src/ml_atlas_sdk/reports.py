@@ -61,7 +61,10 @@ def read_report(stage: str, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
     path = reports_dir / f"{stage}.json"
     if not path.is_file():
         raise AtlasInputError(f"{path} is missing: run `dvc repro {stage}` first")
-    return json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    if report.get("status") == "error":  # the stage stopped on the user's model code: no verdicts to trust
+        raise AtlasInputError(f"{path}: the stage stopped ({report['error']['message'][:200]}); fix it and run `dvc repro {stage}`")
+    return report
 
 
 def as_written(results: list[CheckResult]) -> list[CheckResult]:
