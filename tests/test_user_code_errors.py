@@ -16,7 +16,8 @@ from fixture_models import bad_models
 from ml_atlas_sdk import AtlasArtifactBundle, push_to_mlflow
 from ml_atlas_sdk.demo.ranking import build_model
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.models import build_from_factory, check_forward_signature, load_weights, run_canonical
+from ml_atlas_sdk.models import build_from_factory, check_forward_signature, load_model, load_weights, run_canonical
+from ml_atlas_sdk.settings import ModelSource
 from ml_atlas_sdk.tensors import write_frame
 from sdk_helpers import demo_metadata, demo_model
 
@@ -214,3 +215,33 @@ def test_weights_for_other_kwargs_name_every_resized_tensor(tmp_path):
         load_weights(build_model(vocab_size=500, embed_dim=16), str(tmp_path / "w.pt"))
     assert "'embedding.weight' is [1000, 32] in the file but [500, 16] in the model" in str(caught.value)
     assert str(caught.value).endswith(" and 1 more")
+
+
+def test_syntax_error_in_model_code_names_its_line(tmp_path, monkeypatch):
+    (tmp_path / "typo_model.py").write_text("import torch\n\ndef build_model(:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(AtlasInputError) as caught:
+        build_from_factory("typo_model:build_model", {})
+    assert str(caught.value).startswith("model.factory: importing module 'typo_model' raised SyntaxError: ")
+    assert str(caught.value).endswith(f"({tmp_path / 'typo_model.py'}:3)")
+
+
+def test_checkpoint_whose_class_is_gone(tmp_path, monkeypatch):
+    (tmp_path / "gone_model.py").write_text("import torch\n\nclass Gone(torch.nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_model
+
+    torch.save(gone_model.Gone(2, 2), tmp_path / "whole.pt")
+    (tmp_path / "gone_model.py").unlink()
+    monkeypatch.delitem(__import__("sys").modules, "gone_model")
+    with pytest.raises(AtlasInputError, match=r"^model.checkpoint: .*whole.pt raised ModuleNotFoundError: No module named 'gone_model'"):
+        load_model(ModelSource(checkpoint=str(tmp_path / "whole.pt"), trust_pickle=True))
+
+
+def test_outputs_whose_shape_depends_on_the_batch():
+    class PerBatch(torch.nn.Module):
+        def forward(self, x):
+            return x @ x.T  # [batch, batch]: only the batch axis may differ between batches
+
+    with pytest.raises(AtlasInputError, match=r"^model output 'y': batches of 4 rows gave shapes \[2, 2\], \[4, 4\]; "):
+        run_canonical(PerBatch(), {"x": torch.randn(6, 3)}, ["x"], ["y"], 4, progress=False)
