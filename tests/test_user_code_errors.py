@@ -245,3 +245,10 @@ def test_outputs_whose_shape_depends_on_the_batch():
 
     with pytest.raises(AtlasInputError, match=r"^model output 'y': batches of 4 rows gave shapes \[2, 2\], \[4, 4\]; "):
         run_canonical(PerBatch(), {"x": torch.randn(6, 3)}, ["x"], ["y"], 4, progress=False)
+
+
+def test_credentials_in_the_users_exception_are_scrubbed():
+    with pytest.raises(AtlasInputError) as caught:
+        build_from_factory("fixture_models.bad_models:build_unreachable", {})
+    assert "s3cr3t-pass" not in str(caught.value) and "ml:" not in str(caught.value)
+    assert "raised ConnectionError: cannot download https://models.example/ranker.pt" in str(caught.value)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ml_atlas_sdk.errors import AtlasInputError, ModelCodeError
+from ml_atlas_sdk.secrets import first_line, scrub
 
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 _OUR_DIR = str(Path(__file__).resolve().parent)
@@ -45,7 +46,7 @@ def user_frame(tb: TracebackType | None) -> dict[str, Any] | None:
     if not frames:
         return None
     last = frames[-1]
-    return {"file": _shown_path(last.filename), "line": last.lineno, "function": last.name, "code": (last.line or "").strip()}
+    return {"file": _shown_path(last.filename), "line": last.lineno, "function": last.name, "code": scrub((last.line or "").strip())}
 
 
 def failing_module(tb: TracebackType | None, model: torch.nn.Module) -> str | None:
@@ -61,8 +62,8 @@ def failing_module(tb: TracebackType | None, model: torch.nn.Module) -> str | No
 
 
 def describe(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
+    """`Type: first line`, scrubbed: user code may put a URL with credentials in its messages."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def at(frame: dict[str, Any] | None) -> str:
@@ -101,7 +102,7 @@ def code_failure(prefix: str, exc: BaseException) -> ModelCodeError:
     """An error from importing or calling the user's code outside forward (factory, module top level)."""
     frame = user_frame(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.filename:  # the bad line is not a frame of the traceback
-        frame = {"file": _shown_path(exc.filename), "line": exc.lineno, "function": None, "code": (exc.text or "").strip()}
+        frame = {"file": _shown_path(exc.filename), "line": exc.lineno, "function": None, "code": scrub((exc.text or "").strip())}
     return ModelCodeError(f"{prefix} raised {describe(exc)}{at(frame)}", user_frame=frame, exception=describe(exc))
 
 

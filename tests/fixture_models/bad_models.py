@@ -50,3 +50,7 @@ def build_refusing(**kwargs) -> nn.Module:
 def build_deep() -> DeepModel:
     torch.manual_seed(0)
     return DeepModel()
+
+
+def build_unreachable() -> nn.Module:
+    raise ConnectionError("cannot download https://ml:s3cr3t-pass@models.example/ranker.pt")
