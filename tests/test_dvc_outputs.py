@@ -56,15 +56,6 @@ def test_every_declared_output_exists_when_optional_inputs_are_absent(bare):
     assert shown and shown[0]["rev"] == "workspace"
 
 
-def test_skipped_checks_still_write_every_output(bare):
-    set_params(bare, checks={"skip": True})
-    run(["dvc", "repro"], bare)
-    assert missing_outputs(bare) == []
-    assert json.loads((bare / "reports/roundtrip.json").read_text())["verdicts"]["roundtrip"] == "skipped"
-    assert plots_json(bare)["reports/plots/roundtrip/ctr.csv"] == []
-    set_params(bare, checks={"skip": []})
-
-
 def test_a_failed_check_still_writes_its_outputs(bare):
     """Reference outputs far from the model's: drift fails, and its stage still writes all it declares."""
     import numpy as np
