@@ -19,7 +19,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
 from ml_atlas_sdk.checks.registry import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata
-from ml_atlas_sdk.settings_errors import describe_errors
+from ml_atlas_sdk.settings_errors import describe_errors, show_value
 
 
 def _opset_supported(value: int) -> int:
@@ -127,9 +127,9 @@ class RoundtripSettings(Section):
 
     @property
     def tolerance(self):
-        from ml_atlas_sdk.roundtrip import Tolerance  # onnxruntime: only where a stage compares
+        from ml_atlas_sdk import roundtrip  # imports onnxruntime: only where a stage compares
 
-        return Tolerance(rtol=self.rtol, atol=self.atol)
+        return roundtrip.Tolerance(rtol=self.rtol, atol=self.atol)
 
 
 class DriftSettings(Section):
@@ -199,7 +199,7 @@ class Settings(Section):
     def from_config(cls, raw: Any, where: str | None = None) -> "Settings":
         """Validate the composed config once; any problem is one AtlasInputError line naming the key(s)."""
         if not isinstance(raw, Mapping):
-            raise AtlasInputError(f"params: expected a mapping of sections, got {_show(raw)}")
+            raise AtlasInputError(f"params: expected a mapping of sections, got {show_value(raw)}")
         return super().from_config(raw, where)
 
     def export_plan(self) -> tuple[ExportSettings, list[dict[str, Any]]]:
@@ -223,24 +223,22 @@ class Settings(Section):
         return params
 
 
-def refuse_uri_password(uri: str, key: str = "") -> None:
+def refuse_uri_password(uri: str) -> None:
     """A password inside a tracking URI ends up in params.yaml, Git and shell history."""
     try:
         parts = urlsplit(uri)
-        password = parts.password
+        if parts.password is None:
+            return
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     except ValueError:
         return  # not a URL MLflow can use either; MLflow reports that itself
-    if password is None:
-        return
-    host = parts.hostname or ""
-    shown = parts._replace(netloc=f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")).geturl()
-    where = f"{key}: " if key else ""
+    shown = f"{parts.scheme}://***@{host}{parts.path}"  # no userinfo, no query (tokens live there too)
     if parts.scheme in ("http", "https"):
         advice = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the "
                   "environment instead, which MLflow reads itself")
     else:
         advice = "give it to the database driver through its own environment (e.g. PGPASSWORD) instead"
-    raise ValueError(f"{where}{shown} holds a password; remove it from the URI and {advice}")
+    raise ValueError(f"{shown} holds a password; remove it from the URI and {advice}")
 
 
 # Folders dvc.yaml lists as dependencies of the stages that build the model.

@@ -44,18 +44,18 @@ def _explain(err: dict[str, Any], root: type[BaseModel]) -> str:
         return "unknown setting" + (f"; known: {known}" if known else "")
     if kind in ("greater_than_equal", "greater_than"):
         sign = ">=" if kind == "greater_than_equal" else ">"
-        return f"expected a number {sign} {next(iter(err['ctx'].values()))}, got {_show(value)}"
+        return f"expected a number {sign} {next(iter(err['ctx'].values()))}, got {show_value(value)}"
     if kind == "string_too_short":
-        return f"expected a non-empty string, got {_show(value)}"
+        return f"expected a non-empty string, got {show_value(value)}"
     if kind in _EXPECTED:
         hint = ""
         if kind.startswith("bool") and isinstance(value, str):
             hint = " (an ${oc.env:...} value is a string: wrap it in ${oc.decode:...})"
-        return f"expected {_EXPECTED[kind]}, got {_show(value)}{hint}"
+        return f"expected {_EXPECTED[kind]}, got {show_value(value)}{hint}"
     return err["msg"].removeprefix("Value error, ")  # our own validators' messages, never the raw input
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
