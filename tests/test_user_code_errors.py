@@ -252,3 +252,12 @@ def test_credentials_in_the_users_exception_are_scrubbed():
         build_from_factory("fixture_models.bad_models:build_unreachable", {})
     assert "s3cr3t-pass" not in str(caught.value) and "ml:" not in str(caught.value)
     assert "raised ConnectionError: cannot download https://models.example/ranker.pt" in str(caught.value)
+
+
+def test_a_missing_dependency_names_the_line_that_imports_it(tmp_path, monkeypatch):
+    (tmp_path / "needs_dep.py").write_text('"""A model."""\nimport atlas_no_such_dependency\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(AtlasInputError) as caught:
+        build_from_factory("needs_dep:build_model", {})
+    assert str(caught.value) == (f"model.factory: cannot import module 'needs_dep' (No module named "
+                                 f"'atlas_no_such_dependency') ({tmp_path / 'needs_dep.py'}:2)")

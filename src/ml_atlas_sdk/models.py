@@ -14,8 +14,9 @@ import torch
 from tqdm import tqdm
 
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.secrets import first_line
 from ml_atlas_sdk.settings import ModelSource  # noqa: F401 (the `model:` section; re-exported)
-from ml_atlas_sdk.user_errors import code_failure, forward_failure
+from ml_atlas_sdk.user_errors import at, code_failure, forward_failure, user_frame
 
 
 def load_model(source: ModelSource) -> torch.nn.Module:
@@ -40,8 +41,9 @@ def build_from_factory(factory: str, kwargs: dict[str, Any]) -> torch.nn.Module:
         raise AtlasInputError(f"model.factory: {factory!r} must look like 'package.module:callable'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AtlasInputError(f"model.factory: cannot import module {module_name!r} ({exc})") from None
+    except ImportError as exc:  # the module, or one it imports (then the line that does is named)
+        raise AtlasInputError(f"model.factory: cannot import module {module_name!r} ({first_line(exc)})"
+                              f"{at(user_frame(exc.__traceback__))}") from None
     except Exception as exc:  # the module's own top-level code raised (SyntaxError included)
         raise code_failure(f"model.factory: importing module {module_name!r}", exc) from None
     fn = getattr(module, attr, None)
