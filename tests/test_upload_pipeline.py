@@ -58,6 +58,13 @@ def test_fresh_clone_repro_pushes_a_complete_verified_bundle(project, tmp_path):
     second = run(["dvc", "repro"], project)
     assert _ran(second.stdout) == set()
 
+    # Issue 8.5: a forced push of the same build is the same bundle (metadata.json hashes only the
+    # upstream stages' lock entries), so it reuses the run instead of making a new sha each time.
+    for _ in range(2):
+        forced = run(["dvc", "repro", "-f", "upload"], project)
+        assert f"reused complete run {only.info.run_id}" in forced.stdout
+    assert [r.info.run_id for r in runs(project)] == [only.info.run_id]
+
     run(["python", "-m", "ml_atlas_sdk.pipeline.params", "drift.tolerance_mse=0.002"], project)
     third = run(["dvc", "repro"], project)
     assert _ran(third.stdout) == {"drift", "upload"}
