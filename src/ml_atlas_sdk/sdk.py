@@ -134,7 +134,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     """The pipeline's stages, in the same order, on in-memory objects; returns the built bundle."""
     settings = settings or settings_of(bundle)
     meta = settings.metadata
-    skip = SkipPolicy(bundle.skip_sdk_validations, "skip_sdk_validations")
+    skip = settings.checks.policy
     frames = {VAL_INPUTS: bundle.val_inputs_df, VAL_OUTPUTS_USER: bundle.val_outputs_df,
               CALIBRATION_INPUTS: bundle.calibration_inputs_df}
     tables = {stem: (tio.frame_to_table(df), f"{stem}_df") for stem, df in frames.items() if df is not None}
