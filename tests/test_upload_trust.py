@@ -178,7 +178,7 @@ def assert_one_complete_run(uri, trial_results, sha):
     assert [r.info.run_id for r in complete] == list(ids)
 
 
-TRIALS = 3
+TRIALS = 3  # per store: each trial is a fresh race (a new bundle; for sqlite, a new file)
 
 
 def test_concurrent_uploads_to_a_fresh_sqlite_file_make_one_run(tmp_path):
@@ -201,3 +201,24 @@ def test_concurrent_uploads_to_an_mlflow_server_make_one_run(tmp_path):
         run_id = all_runs(uri)[0].info.run_id
         assert push(small, uri, run_id=run_id).run_id == run_id
         assert stored(uri, run_id) == {"atlas/file_0.bin", "atlas/file_1.bin", "atlas/manifest.json"}
+
+
+def test_a_copied_project_uses_its_own_mlartifacts(tmp_path, monkeypatch):
+    """Issue 8.8: MLflow records ./mlartifacts as an absolute path; a copy must not write into the original."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    bundle, other = make_bundle(tmp_path, 1), make_bundle(tmp_path, 2)
+    monkeypatch.chdir(original)
+    first = push(bundle, f"sqlite:///{original / 'mlflow.db'}")
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "mlartifacts")  # whatever the copy does next cannot touch it
+
+    monkeypatch.chdir(copy)
+    uri, said = f"sqlite:///{copy / 'mlflow.db'}", []
+    again = push(bundle, uri, say=said.append)
+    assert again.reused and again.run_id == first.run_id  # its files were found in the copy
+    assert len(said) == 1 and "mlartifacts/ was copied" in said[0]
+    new = push(other, uri)
+    assert (copy / "mlartifacts" / new.run_id / "artifacts" / "atlas" / "file_0.bin").is_file()
+    assert not (original / "mlartifacts").exists()
+    assert MlflowClient(tracking_uri=uri).get_run(first.run_id).info.artifact_uri.startswith((copy / "mlartifacts").as_uri())

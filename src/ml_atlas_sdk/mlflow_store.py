@@ -1,17 +1,15 @@
 """Push a bundle to MLflow with an explicit MlflowClient (no global MLflow state)."""
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ml_atlas_sdk import local_store
 from ml_atlas_sdk import run_claims as claims
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manifest
 from ml_atlas_sdk.errors import AtlasBundleError
@@ -36,28 +34,19 @@ class PushResult:
     reused: bool
 
 
-def client_for(tracking_uri: str):
+def client_for(tracking_uri: str, say: Callable[[str], None] | None = None):
     from mlflow.tracking import MlflowClient
 
-    if not tracking_uri.startswith("sqlite:"):
+    db = local_store.db_path(tracking_uri)
+    if db is None:
         return MlflowClient(tracking_uri=tracking_uri)
-    # MLflow migrates a fresh sqlite file on first use; two processes doing it at once break it.
-    with _first_use_lock(tracking_uri):
+    with local_store.first_use_lock(db):
         client = MlflowClient(tracking_uri=tracking_uri)
-        client.search_experiments(max_results=1)
+        client.search_experiments(max_results=1)  # creates and migrates a fresh file, under the lock
+        for moved in local_store.follow_copy(db):
+            if say:
+                say(f"this project's {local_store.ARTIFACTS_DIR}/ was copied: {moved}")
     return client
-
-
-@contextlib.contextmanager
-def _first_use_lock(tracking_uri: str) -> Iterator[None]:
-    import fcntl
-
-    db = os.path.abspath(tracking_uri.split(":///", 1)[-1].split("?", 1)[0])
-    lock_dir = Path(tempfile.gettempdir()) / "ml-atlas-sdk-locks"
-    lock_dir.mkdir(exist_ok=True)
-    with open(lock_dir / f"{hashlib.sha256(db.encode()).hexdigest()[:24]}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def with_retries(what: str, fn: Callable[[], T], tracking_uri: str, retries: int = RETRIES) -> T:
@@ -98,7 +87,7 @@ def push_bundle(
     if build_manifest(bundle_dir).bundle_sha256 != manifest.bundle_sha256:
         raise AtlasBundleError(f"{bundle_dir}: files changed since the manifest was written; assemble the bundle again")
     manifest_size = (bundle_dir / MANIFEST).stat().st_size
-    client = with_retries("opening the tracking store", lambda: client_for(tracking_uri), tracking_uri)
+    client = with_retries("opening the tracking store", lambda: client_for(tracking_uri, say), tracking_uri)
     experiment_id = with_retries("getting the experiment", lambda: _experiment_id(client, experiment, tracking_uri), tracking_uri)
     if run_id is None:
         def create(claim: dict[str, str]) -> str:
@@ -169,10 +158,9 @@ def _experiment_id(client, name: str, tracking_uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:"):
-        # The embedded default keeps artifacts beside the database, in ./mlartifacts (SPEC).
-        artifact_location = (Path.cwd() / "mlartifacts").as_uri()
+    db = local_store.db_path(tracking_uri)
+    # The embedded default keeps artifacts beside the database, in ./mlartifacts (SPEC).
+    artifact_location = local_store.artifact_root(db) if db else None
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:
