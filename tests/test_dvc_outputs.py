@@ -90,3 +90,29 @@ def test_a_failed_repro_leaves_no_old_upload_report(bare):
     failed = run(["dvc", "repro"], bare, check=False)
     assert failed.returncode != 0 and "model.factory" in failed.stderr
     assert not (bare / "reports/upload.json").exists()
+
+
+def _ran(stdout: str) -> set[str]:
+    return {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
+
+
+def test_model_code_outside_models_reruns_the_model_stages(bare):
+    code = bare / "libs/ranking_ext"
+    code.mkdir(parents=True)
+    (code / "my_ranker.py").write_text("from ml_atlas_sdk.demo.ranking import build_model\n")
+    set_params(bare, model={"kwargs": {}, "code_dirs": ["libs/ranking_ext"], "factory": "my_ranker:build_model"})
+    first = run(["dvc", "repro", "export"], bare)
+    assert "model.code_dirs" not in first.stdout + first.stderr  # no "DVC does not track it" warning
+    assert "up to date" in run(["dvc", "status", "--with-deps", "export"], bare).stdout  # Python's __pycache__ is ignored
+
+    (code / "my_ranker.py").write_text("from ml_atlas_sdk.demo.ranking import build_model  # edited\n")
+    assert "model_code@libs/ranking_ext" in run(["dvc", "status", "--with-deps", "export"], bare).stdout
+    assert {"model_code@libs/ranking_ext", "canonical_outputs", "export"} <= _ran(run(["dvc", "repro", "export"], bare).stdout)
+
+
+def test_model_code_outside_the_project_is_refused_in_one_line(bare, tmp_path):
+    set_params(bare, model={"code_dirs": [str(tmp_path)]})
+    refused = run(["dvc", "repro", "export"], bare, check=False)
+    assert refused.returncode != 0
+    assert f"model.code_dirs: {tmp_path} is outside the project" in refused.stderr
+    set_params(bare, model={"code_dirs": []})

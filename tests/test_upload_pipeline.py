@@ -25,7 +25,7 @@ def _ran(stdout: str) -> set[str]:
 
 def test_fresh_clone_repro_pushes_a_complete_verified_bundle(project, tmp_path):
     first = run(["dvc", "repro"], project)
-    assert _ran(first.stdout) == {"tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "archdoc", "upload"}
+    assert _ran(first.stdout) == {"model_code_models", "tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "archdoc", "upload"}
     assert "check" in first.stdout and "verdict" in first.stdout  # the end-of-run summary table
 
     (only,) = complete_runs(project)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
-from ml_atlas_sdk.settings import Settings, warn_untracked_code_dirs
+from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.user_errors import stage_failure
 
 # Hydra would otherwise create outputs/<date>/, a .hydra/ copy of the config and a .log file for
@@ -40,7 +40,6 @@ def run_stage(stage: Callable[[Settings], None], cfg: DictConfig) -> None:
     """
     try:
         settings = load_settings(cfg)
-        warn_untracked_code_dirs(settings.model)
         stage(settings)
     except AtlasInputError as exc:  # errors in the user's model code also leave reports/<stage>.json
         print(f"error: {stage_failure(exc, stage.__name__.removeprefix('run_'))}", file=sys.stderr, flush=True)
