@@ -222,3 +222,13 @@ def test_a_copied_project_uses_its_own_mlartifacts(tmp_path, monkeypatch):
     assert (copy / "mlartifacts" / new.run_id / "artifacts" / "atlas" / "file_0.bin").is_file()
     assert not (original / "mlartifacts").exists()
     assert MlflowClient(tracking_uri=uri).get_run(first.run_id).info.artifact_uri.startswith((copy / "mlartifacts").as_uri())
+
+
+def test_reupload_with_changed_params_is_refused_before_touching_the_run(tmp_path, store):
+    old, new = make_bundle(tmp_path, 1), make_bundle(tmp_path, 2)
+    run_id = push(old, store).run_id
+    with pytest.raises(Exception, match=rf"run {run_id} already has param\(s\) model_name with other values"):
+        push_bundle(new[0], new[1], {"model_name": "other"}, {}, tracking_uri=store, experiment="exp", run_id=run_id)
+    run = MlflowClient(tracking_uri=store).get_run(run_id)
+    assert run.data.tags["atlas.bundle_complete"] == "true" and run.info.status == "FINISHED"
+    assert len(stored(store, run_id)) == 7

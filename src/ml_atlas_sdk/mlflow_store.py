@@ -54,6 +54,8 @@ def with_retries(what: str, fn: Callable[[], T], tracking_uri: str, retries: int
     for attempt in range(1, retries + 1):
         try:
             return fn()
+        except AtlasBundleError:
+            raise  # already one line naming what is wrong
         except Exception as exc:  # MLflow wraps transport errors in several exception types
             if attempt == retries or not _transient(exc):
                 raise AtlasBundleError(
@@ -98,7 +100,7 @@ def push_bundle(
         if reused:
             return PushResult(run_id, experiment, experiment_id, reused=True)
     else:
-        with_retries(f"clearing run {run_id}", lambda: _clear_run(client, run_id, manifest.bundle_sha256), tracking_uri)
+        with_retries(f"clearing run {run_id}", lambda: _clear_run(client, run_id, manifest.bundle_sha256, params), tracking_uri)
     try:
         _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete)
     except BaseException:
@@ -112,11 +114,16 @@ def push_bundle(
     return PushResult(run_id, experiment, experiment_id, reused=False)
 
 
-def _clear_run(client, run_id: str, sha: str) -> None:
+def _clear_run(client, run_id: str, sha: str, params: dict[str, Any]) -> None:
     """Make a given run hold nothing of an earlier bundle before new files go in."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     run = client.get_run(run_id)
+    # MLflow params never change: refuse before touching anything rather than fail half-way.
+    changed = sorted(k for k, v in params.items() if k in run.data.params and run.data.params[k] != _param_value(v))
+    if changed:
+        raise AtlasBundleError(f"run {run_id} already has param(s) {', '.join(changed[:5])} with other values, and MLflow "
+                               "params cannot change: push to a new run (mlflow.run_id: null)")
     if COMPLETE_TAG in run.data.tags:  # first: a failure below must not leave the old claim
         client.delete_tag(run_id, COMPLETE_TAG)
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
