@@ -7,9 +7,7 @@ environment string "false" is not a bool, NaN is not a tolerance, an unknown key
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -239,17 +237,3 @@ def refuse_uri_password(uri: str) -> None:
     else:
         advice = "give it to the database driver through its own environment (e.g. PGPASSWORD) instead"
     raise ValueError(f"{shown} holds a password; remove it from the URI and {advice}")
-
-
-# Folders dvc.yaml lists as dependencies of the stages that build the model.
-TRACKED_CODE_DIRS = ("models", "data", "src")
-
-
-def warn_untracked_code_dirs(source: ModelSource) -> None:
-    if "DVC_STAGE" not in os.environ:
-        return
-    for code_dir in source.code_dirs:
-        top = Path(code_dir).parts[0] if Path(code_dir).parts else ""
-        if Path(code_dir).is_absolute() or top not in TRACKED_CODE_DIRS:
-            print(f"warning: model.code_dirs: {code_dir} is not under {list(TRACKED_CODE_DIRS)}, so DVC does not "
-                  "rerun stages when it changes; move it under models/ or add it to the deps in dvc.yaml", flush=True)
