@@ -195,7 +195,7 @@ def pushed(tmp_path_factory):
     atlas = root / "download"
     atlas.mkdir()
     client.download_artifacts(run_id, "atlas", str(atlas))
-    return {"client": client, "run_id": run_id, "atlas": atlas / "atlas", "frame": frame, "meta": meta}
+    return {"client": client, "uri": uri, "run_id": run_id, "atlas": atlas / "atlas", "frame": frame, "meta": meta}
 
 
 def test_int32_declared_float32_is_pushed_as_float32(pushed):
@@ -211,6 +211,23 @@ def test_int32_declared_float32_is_pushed_as_float32(pushed):
     graph = onnx.load(str(pushed["atlas"] / "model.onnx"))
     elem = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in graph.graph.input}
     assert elem == {"tokens": "int32", "dense": "float32"}
+
+
+def test_consumer_accepts_the_declared_dtype_and_refuses_a_graph_that_disagrees(pushed, tmp_path):
+    from ml_atlas_sdk.consumer import check_bundle_dir, verify
+
+    assert verify(pushed["run_id"], pushed["uri"]) == []
+    # val_inputs.pt widened to int64 behind the metadata's back: the schema re-check names it.
+    import shutil
+
+    from ml_atlas_sdk.bundle import MANIFEST, build_manifest, write_json
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(pushed["atlas"], copy)
+    inputs = torch.load(copy / "val_inputs.pt", weights_only=True)
+    torch.save({**inputs, "tokens": inputs["tokens"].long()}, copy / "val_inputs.pt")
+    write_json(copy / MANIFEST, build_manifest(copy).to_dict())
+    assert check_bundle_dir(copy) == ["val_inputs.pt: 'tokens' has dtype int64, expected int32"]
 
 
 def test_onnx_cross_check_compares_graph_dtypes_with_val_inputs(pushed):

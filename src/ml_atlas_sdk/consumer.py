@@ -15,7 +15,7 @@ import torch
 
 from ml_atlas_sdk import roundtrip as rt
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, bundle_sha256
-from ml_atlas_sdk.checks.onnx_checks import model_opset
+from ml_atlas_sdk.checks.onnx_checks import graph_input_dtypes, model_opset
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for
@@ -27,7 +27,7 @@ from ml_atlas_sdk.settings import RoundtripSettings
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 _BUNDLE_ONLY_KEYS = ("export", "versions", "source", "bundle_schema_version")
-_TENSOR_DTYPES = (torch.float32, torch.int64, torch.bool)
+_DEFAULT_DTYPES = ("float32", "int64", "bool")  # the dtype policy without metadata.input_dtypes
 _REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", "validation_report.json")
 _SHA = re.compile(r"[0-9a-f]{64}")  # also keeps a forged tag from naming a path outside the cache
 ROUNDTRIP = RoundtripSettings()  # the pipeline's default tolerances and rows per ORT run
@@ -110,8 +110,10 @@ def check_bundle_dir(bundle: Path) -> list[str]:
     inputs, outputs = _load(bundle / "val_inputs.pt", problems), _load(bundle / "val_outputs.pt", problems)
     if inputs is None or outputs is None:
         return problems
-    problems += _tensor_problems("val_inputs.pt", inputs, meta.input_names, meta.input_shapes)
-    problems += _tensor_problems("val_outputs.pt", outputs, meta.output_names, meta.output_shape)
+    problems += _tensor_problems("val_inputs.pt", inputs, meta.input_names, meta.input_shapes, meta.dtype_of)
+    problems += _tensor_problems("val_outputs.pt", outputs, meta.output_names, meta.output_shape, {})
+    if not problems:
+        problems += _graph_dtype_problems(bundle, inputs)
     if not problems:
         problems += _ort_problems(bundle, meta, inputs, outputs)
     return problems
@@ -199,7 +201,8 @@ def _onnx_problems(bundle: Path, meta: ModelMetadata) -> list[str]:
     return problems
 
 
-def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str, list[int]]) -> list[str]:
+def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str, list[int]],
+                     declared: dict[str, str]) -> list[str]:
     if not isinstance(tensors, dict) or list(tensors) != list(names):
         return [f"{file}: keys {list(tensors) if isinstance(tensors, dict) else type(tensors).__name__} differ from {names}"]
     problems, rows = [], {t.shape[0] for t in tensors.values()}
@@ -207,11 +210,25 @@ def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str
         problems.append(f"{file}: tensors disagree on the row count {sorted(rows)}")
     for name, t in tensors.items():
         want = shapes[name]
-        if t.dtype not in _TENSOR_DTYPES:
-            problems.append(f"{file}: {name!r} has dtype {t.dtype}, expected float32, int64 or bool")
+        dtype, allowed = _dtype_name(t), ((declared[name],) if name in declared else _DEFAULT_DTYPES)
+        if dtype not in allowed:
+            problems.append(f"{file}: {name!r} has dtype {dtype}, expected {' or '.join(allowed)}")
         if t.dim() != len(want) or any(w != -1 and w != g for w, g in zip(want[1:], t.shape[1:])):
             problems.append(f"{file}: {name!r} shape {list(t.shape)} does not fit metadata {want}")
     return problems
+
+
+def _graph_dtype_problems(bundle: Path, inputs: dict[str, torch.Tensor]) -> list[str]:
+    """ONNX Runtime gets val_inputs.pt as it is, so the graph must declare the same dtypes."""
+    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    init = {t.name for t in model.graph.initializer}
+    graph = graph_input_dtypes(i for i in model.graph.input if i.name not in init)
+    return [f"model.onnx: input {name!r} is {graph[name]} but val_inputs.pt holds {_dtype_name(t)}"
+            for name, t in inputs.items() if name in graph and graph[name] != _dtype_name(t)]
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _ort_problems(bundle: Path, meta: ModelMetadata, inputs: dict, outputs: dict) -> list[str]:
