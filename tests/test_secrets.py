@@ -129,3 +129,13 @@ def test_nothing_written_anywhere_holds_the_password_or_the_key(pipeline, server
     assert any(name.endswith("dvc.lock") for name in texts) and any("/.dvc/cache/" in name for name in texts)
     leaks = {name: _echoes(text, KEY) or PASSWORD for name, text in texts.items() if PASSWORD in text or _echoes(text, KEY)}
     assert leaks == {}
+
+
+def test_every_stage_error_line_is_scrubbed(tmp_path):
+    # run_stage is the one place every stage's error passes: an error that happens to quote a
+    # secret from the environment (here through a data path) must not print it back.
+    project = make_project_copy(tmp_path / "project")
+    proc = run(["python", "stages/tensorize.py", f"data.val_inputs=data/{PASSWORD}.parquet"], project, check=False,
+               env=project_env({"MLFLOW_TRACKING_PASSWORD": PASSWORD}))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: data.val_inputs: data/") and PASSWORD not in proc.stderr

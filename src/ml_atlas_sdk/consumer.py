@@ -237,7 +237,7 @@ def _ort_problems(bundle: Path, meta: ModelMetadata, inputs: dict, outputs: dict
         session = rt.cpu_session(bundle / "model.onnx")
         actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, ROUNDTRIP.batch_size)
     except Exception as exc:  # ORT's own error types
-        return [f"model.onnx: onnxruntime failed: {str(exc).splitlines()[0]}"]
+        return [f"model.onnx: onnxruntime failed: {first_line(exc)}"]
     # The same comparison as the roundtrip check, so NaN/Inf that one side lacks is never "verified".
     return [f"model.onnx: output {line}" for line in rt.problems(rt.compare(actual, outputs, tol), "ONNX", "val_outputs.pt")]
 

@@ -72,7 +72,7 @@ def load_weights(model: torch.nn.Module, weights: str) -> None:
             "save model.state_dict() instead, or use model.checkpoint with model.trust_pickle: true"
         ) from None
     except Exception as exc:
-        raise AtlasInputError(f"model.weights: {path} cannot be read ({str(exc).splitlines()[0]})") from None
+        raise AtlasInputError(f"model.weights: {path} cannot be read ({first_line(exc)})") from None
     if not isinstance(state, Mapping):
         raise AtlasInputError(f"model.weights: {path} holds a {type(state).__name__}, not a state_dict")
     own = model.state_dict()

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
+from ml_atlas_sdk.secrets import first_line
 
 __all__ = ["Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes", "problems", "roundtrip", "run_onnx"]
 
@@ -85,7 +86,7 @@ def probe_batch_sizes(
         try:
             values = session.run(list(reference), feed)
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
-            outcome[str(size)] = str(exc).strip().splitlines()[0][:300]
+            outcome[str(size)] = first_line(exc)
             continue
         bad = problems({n: compare_arrays(v, reference[n][:size], tol) for n, v in zip(reference, values)})
         outcome[str(size)] = "; ".join(bad) if bad else "ok"

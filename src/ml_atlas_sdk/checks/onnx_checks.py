@@ -10,6 +10,7 @@ import torch
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.secrets import first_line
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -26,7 +27,7 @@ def onnx_cross_check(
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:  # checker raises ValidationError and shape-inference errors
-        problems.append(f"onnx.checker: {str(exc).strip().splitlines()[0]}")
+        problems.append(f"onnx.checker: {first_line(exc)}")
     model = onnx.load(str(onnx_path), load_external_data=False)
     graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     names = {"inputs": [i.name for i in graph_inputs], "outputs": [o.name for o in model.graph.output]}

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
+from ml_atlas_sdk.secrets import first_line, scrub
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.user_errors import stage_failure
 
@@ -27,7 +28,7 @@ def load_settings(cfg: DictConfig) -> Settings:
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:  # e.g. ${oc.env:X} with X unset
-        raise AtlasInputError(f"params: {str(exc).splitlines()[0]}") from None
+        raise AtlasInputError(f"params: {first_line(exc)}") from None
     return Settings.from_config(raw)
 
 
@@ -42,8 +43,8 @@ def run_stage(stage: Callable[[Settings], None], cfg: DictConfig) -> None:
         settings = load_settings(cfg)
         stage(settings)
     except AtlasInputError as exc:  # errors in the user's model code also leave reports/<stage>.json
-        print(f"error: {stage_failure(exc, stage.__name__.removeprefix('run_'))}", file=sys.stderr, flush=True)
+        print(f"error: {scrub(stage_failure(exc, stage.__name__.removeprefix('run_')))}", file=sys.stderr, flush=True)
         sys.exit(2)
     except AtlasBundleError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr, flush=True)
         sys.exit(1)
