@@ -55,7 +55,7 @@ def fresh_copy(root: Path, params: dict) -> Path:
 def matrix(tmp_path_factory) -> dict:
     """case -> (project copy, its `dvc repro`), run side by side."""
     projects = {case: fresh_copy(tmp_path_factory.mktemp(case), params) for case, params in CASES.items()}
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 2))) as pool:  # 4 at most: memory
         repros = {case: pool.submit(run, ["dvc", "repro"], project, check=False) for case, project in projects.items()}
         return {case: (projects[case], repros[case].result()) for case in CASES}
 
