@@ -111,8 +111,10 @@ def test_model_code_outside_models_reruns_the_model_stages(bare):
 
 
 def test_model_code_outside_the_project_is_refused_in_one_line(bare, tmp_path):
+    (bare / "reports/upload.json").write_text(json.dumps({"status": "pushed", "run_id": "0123abcd"}))
     set_params(bare, model={"code_dirs": [str(tmp_path)]})
     refused = run(["dvc", "repro", "export"], bare, check=False)
     assert refused.returncode != 0
-    assert f"model.code_dirs: {tmp_path} is outside the project" in refused.stderr
+    assert f"error: model.code_dirs: {tmp_path} is outside the project" in refused.stderr
+    assert not (bare / "reports/upload.json").exists()
     set_params(bare, model={"code_dirs": []})

@@ -12,6 +12,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+UPLOAD_REPORT = Path("reports/upload.json")  # paths.REPORTS; every stage forgets it when it starts
 # Written by Python itself when the code is imported; .dvcignore skips them too.
 IGNORED_DIRS = {"__pycache__"}
 IGNORED_SUFFIXES = {".pyc"}
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
         print("usage: code_digest.py CODE_DIR OUT_FILE", file=sys.stderr)
         return 2
     code_dir, out = Path(argv[0]), Path(argv[1])
+    UPLOAD_REPORT.unlink(missing_ok=True)  # a failure here must not leave an old "pushed" behind
     error = problem(code_dir, Path.cwd())
     if error:
         print(f"error: {error}", file=sys.stderr)
