@@ -9,7 +9,7 @@ import onnx
 import torch
 
 from ml_atlas_sdk.metadata import ModelMetadata
-from ml_atlas_sdk.mlflow_store import MODEL_ARTIFACT_PATH  # noqa: F401 (its home: cleared on re-upload)
+from ml_atlas_sdk.mlflow_store import MODEL_ARTIFACT_PATH  # noqa: F401 (mlflow_store clears it on a re-upload)
 EXAMPLE_ROWS = 2
 # Every dtype metadata.input_dtypes may declare (ml_atlas_sdk.dtypes), plus the defaults.
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_,
