@@ -19,7 +19,8 @@ MASK = "***"
 MIN_ECHO = 8
 # Read at call time, so a secret supplied the way MLflow and Anthropic expect is masked too.
 SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@'\"]+@")
+# Userinfo already masked as "***@" stays: it tells the reader where the credentials were.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?!\*\*\*@)[^/\s@'\"]+@")
 _ANTHROPIC_KEY = re.compile(r"sk-ant-[A-Za-z0-9_\-.*]+")
 # Query parameters that carry credentials (tokens, presigned-URL signatures).
 _SECRET_PARAM = re.compile(r"(?i)([?&][\w.\-]*(?:token|password|passwd|secret|signature|credential|key)[\w.\-]*=)[^&\s'\"]+")
