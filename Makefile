@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Stage scripts run as `python stages/...`: the venv's python must come first on PATH.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: install demo test params check-params clean
+.PHONY: install demo test test-zoo params check-params clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(RUN) python -m pytest $(PYTEST_ARGS)
+
+# The whole model zoo, slow cases included (each slow case is one full `dvc repro`, about 2 min).
+test-zoo: install
+	$(RUN) ATLAS_ZOO_SLOW=1 python -m pytest tests/test_zoo.py $(PYTEST_ARGS)
 
 params: install
 	$(RUN) python -m ml_atlas_sdk.pipeline.params
