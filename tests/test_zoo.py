@@ -79,8 +79,11 @@ def test_sdk_door_pushes_a_verified_bundle(case, store):
         export_batch_size=EXPORT_BATCH, architecture_doc="auto",
     )
     run_id = push_to_mlflow(bundle, None, tracking_uri=store, experiment="zoo")
-    tags = MlflowClient(store).get_run(run_id).data.tags
+    run = MlflowClient(store).get_run(run_id)
+    tags, params = run.data.tags, run.data.params
     assert tags["atlas.bundle_complete"] == "true"
+    assert (params["export.escalation_step"], params["export.model_opset"]) == (
+        str(case.escalation_step), str(case.model_opset))
     assert {n: tags[f"atlas.check.{n}"] for n in case.expected()} == case.expected()
     assert verify(run_id, store) == []
 
@@ -130,8 +133,9 @@ def test_pipeline_door_repro_and_verify(name, tmp_path):
     upload = json.loads((project / "reports" / "upload.json").read_text())
     assert upload["status"] == "pushed"
     uri = f"sqlite:///{project / 'mlflow.db'}"
-    tags = MlflowClient(uri).get_run(upload["run_id"]).data.tags
-    assert {n: tags[f"atlas.check.{n}"] for n in case.expected()} == case.expected()
+    pushed = MlflowClient(uri).get_run(upload["run_id"]).data
+    assert {n: pushed.tags[f"atlas.check.{n}"] for n in case.expected()} == case.expected()
+    assert pushed.params["export.escalation_step"] == str(case.escalation_step)
     checked = run([sys.executable, "-m", "ml_atlas_sdk.cli", "verify", upload["run_id"], "--tracking-uri", uri],
                   project)
     assert checked.returncode == 0 and checked.stderr.strip() == ""
