@@ -227,7 +227,7 @@ def test_consumer_accepts_the_declared_dtype_and_refuses_a_graph_that_disagrees(
     inputs = torch.load(copy / "val_inputs.pt", weights_only=True)
     torch.save({**inputs, "tokens": inputs["tokens"].long()}, copy / "val_inputs.pt")
     write_json(copy / MANIFEST, build_manifest(copy).to_dict())
-    assert check_bundle_dir(copy) == ["val_inputs.pt: 'tokens' has dtype int64, expected int32"]
+    assert check_bundle_dir(copy) == ["val_inputs.pt: column 'tokens': dtype int64 but metadata input_dtypes says int32"]
 
 
 def test_onnx_cross_check_compares_graph_dtypes_with_val_inputs(pushed):

@@ -16,7 +16,7 @@ from torch import nn
 
 from conftest import run, set_params
 from fixture_models import fold_model
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.demo.ranking import build_model as build_demo_model
 from ml_atlas_sdk.errors import AtlasInputError

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from fixture_models import nan_under_export
 from ml_atlas_sdk import AtlasArtifactBundle, AtlasBundleError, ModelMetadata, push_to_mlflow
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
+from ml_atlas_sdk.checks.roundtrip import roundtrip as roundtrip_check
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
 from ml_atlas_sdk.consumer import check_bundle_dir
@@ -87,7 +88,7 @@ def test_worst_keeps_nan_whatever_the_order():
 
 def test_roundtrip_check_and_batch_probe_refuse_nan():
     per_output = rt.compare({"logits": np.full((4, 3), np.nan, np.float32)}, {"logits": torch.zeros(4, 3)}, TOL)
-    finding = rt.roundtrip(per_output, TOL, {"1": "ok"})
+    finding = roundtrip_check(per_output, TOL, {"1": "ok"})
     assert finding.ok is False and finding.message == "logits: 12 element(s) NaN in ONNX but finite in PyTorch"
 
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import make_project_copy, run, set_params
 from ml_atlas_sdk import AtlasArtifactBundle, ModelMetadata, push_to_mlflow
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.consumer import verify

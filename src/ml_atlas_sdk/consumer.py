@@ -1,4 +1,8 @@
-"""The consumer side: download a pushed bundle and trust nothing until it is re-checked."""
+"""The consumer side: download a pushed bundle and trust nothing until it is re-checked.
+
+The re-checks are the producer's own check functions (onnx_cross_check, df_shape_dtype, roundtrip),
+their Findings turned into one line per problem: a rule changes in one place for both sides.
+"""
 from __future__ import annotations
 
 import json
@@ -10,25 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
+from pydantic import ValidationError
 
-from ml_atlas_sdk import roundtrip as rt
-from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, bundle_sha256
-from ml_atlas_sdk.checks.onnx_checks import graph_input_dtypes, model_opset
+from ml_atlas_sdk import ort_engine as rt
+from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, VALIDATION_REPORT, bundle_sha256
+from ml_atlas_sdk.checks.data_checks import df_shape_dtype
+from ml_atlas_sdk.checks.onnx_checks import onnx_cross_check
+from ml_atlas_sdk.checks.result import Finding
+from ml_atlas_sdk.checks.roundtrip import roundtrip
 from ml_atlas_sdk.errors import AtlasBundleError
-from ml_atlas_sdk.metadata import ModelMetadata
-from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for
+from ml_atlas_sdk.metadata import BundleMetadata, format_validation_error
+from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for, mlflow_env
 from ml_atlas_sdk.provenance import file_sha256
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
 from ml_atlas_sdk.settings import RoundtripSettings
 
+_REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", VALIDATION_REPORT)
 # verify prints one line per problem on stderr; MLflow's download bar would interleave with them.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-_BUNDLE_ONLY_KEYS = ("export", "versions", "source", "bundle_schema_version")
-_DEFAULT_DTYPES = ("float32", "int64", "bool")  # the dtype policy without metadata.input_dtypes
-_REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", "validation_report.json")
+_QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _SHA = re.compile(r"[0-9a-f]{64}")  # also keeps a forged tag from naming a path outside the cache
 ROUNDTRIP = RoundtripSettings()  # the pipeline's default tolerances and rows per ORT run
 
@@ -38,9 +42,10 @@ class ResolvedBundle:
     run_id: str
     path: Path  # the local atlas/ folder
     bundle_sha256: str
-    metadata: ModelMetadata
+    metadata: BundleMetadata
 
 
+@mlflow_env(**_QUIET)
 def verify(run_id: str, tracking_uri: str | None = None) -> list[str]:
     """Every problem with what the store holds now for `run_id`, one line each ([] = good)."""
     uri = tracking_uri or _default_uri()
@@ -54,6 +59,7 @@ def verify(run_id: str, tracking_uri: str | None = None) -> list[str]:
         return [scrub(str(exc), uri)]
 
 
+@mlflow_env(**_QUIET)
 def resolve(run_id: str, tracking_uri: str | None = None, cache_dir: str | Path | None = None) -> ResolvedBundle:
     """A verified local copy of the bundle, cached by bundle_sha256; works offline from the cache.
 
@@ -104,19 +110,29 @@ def check_bundle_dir(bundle: Path) -> list[str]:
         return missing
     try:
         meta = _metadata(bundle)
+    except ValidationError as exc:
+        return [format_validation_error(exc, METADATA)]
     except Exception as exc:
         return [f"{METADATA}: {first_line(exc)}"]
-    problems += _onnx_problems(bundle, meta)
     inputs, outputs = _load(bundle / "val_inputs.pt", problems), _load(bundle / "val_outputs.pt", problems)
-    if inputs is None or outputs is None:
-        return problems
-    problems += _tensor_problems("val_inputs.pt", inputs, meta.input_names, meta.input_shapes, meta.dtype_of)
-    problems += _tensor_problems("val_outputs.pt", outputs, meta.output_names, meta.output_shape, {})
-    if not problems:
-        problems += _graph_dtype_problems(bundle, inputs)
+    loaded, tensor_problems = inputs is not None and outputs is not None, []
+    if loaded:
+        tensor_problems += _tensor_problems("val_inputs.pt", inputs, meta.input_names, meta.input_shapes, meta.dtype_of)
+        tensor_problems += _tensor_problems("val_outputs.pt", outputs, meta.output_names, meta.output_shape, {})
+    # Graph dtypes are compared with val_inputs.pt only once that file itself fits the metadata.
+    val_inputs = inputs if loaded and not tensor_problems else None
+    onnx_problems = _lines("model.onnx: {}", onnx_cross_check(bundle / "model.onnx", meta, meta.onnx_opset, val_inputs))
+    problems = onnx_problems + problems + tensor_problems
     if not problems:
         problems += _ort_problems(bundle, meta, inputs, outputs)
     return problems
+
+
+def _lines(template: str, finding: Finding) -> list[str]:
+    """A failed Finding as verify's lines: one per problem the check listed, each naming its file."""
+    if finding.ok is not False:
+        return []
+    return [template.format(line) for line in finding.details.get("problems") or [finding.message]]
 
 
 def _manifest_problems(bundle: Path) -> list[str]:
@@ -174,72 +190,32 @@ def _cache_problems(target: Path, sha: str) -> list[str]:
     return _manifest_problems(target) or _sha_problems(target, sha)
 
 
-def _metadata(bundle: Path) -> ModelMetadata:
-    raw = json.loads((bundle / METADATA).read_text())
-    fields = {k: v for k, v in raw.items() if k not in _BUNDLE_ONLY_KEYS}
-    return ModelMetadata.model_validate(fields)
-
-
-def _onnx_problems(bundle: Path, meta: ModelMetadata) -> list[str]:
-    try:
-        model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
-    except Exception as exc:  # protobuf's decode errors have no common base worth naming
-        return [f"model.onnx: not a readable ONNX model ({first_line(exc)})"]
-    init = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init]
-    problems = []
-    if [i.name for i in inputs] != meta.input_names:
-        problems.append(f"model.onnx: inputs {[i.name for i in inputs]} differ from metadata {meta.input_names}")
-    if [o.name for o in model.graph.output] != meta.output_names:
-        problems.append(f"model.onnx: outputs {[o.name for o in model.graph.output]} differ from metadata {meta.output_names}")
-    for value in [*inputs, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if not dims or not dims[0].dim_param:
-            problems.append(f"model.onnx: {value.name!r} has no dynamic batch axis (axis 0)")
-    if model_opset(model) < meta.onnx_opset:
-        problems.append(f"model.onnx: opset {model_opset(model)} is below metadata.onnx_opset {meta.onnx_opset}")
-    return problems
+def _metadata(bundle: Path) -> BundleMetadata:
+    return BundleMetadata.model_validate(json.loads((bundle / METADATA).read_text()))
 
 
 def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str, list[int]],
                      declared: dict[str, str]) -> list[str]:
+    """The bundle format (keys in order, one row count), then the producer's df_shape_dtype rule."""
     if not isinstance(tensors, dict) or list(tensors) != list(names):
         return [f"{file}: keys {list(tensors) if isinstance(tensors, dict) else type(tensors).__name__} differ from {names}"]
+    if not all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in tensors.values()):
+        return [f"{file}: every value must be a tensor with a batch axis"]
     problems, rows = [], {t.shape[0] for t in tensors.values()}
     if len(rows) != 1:
         problems.append(f"{file}: tensors disagree on the row count {sorted(rows)}")
-    for name, t in tensors.items():
-        want = shapes[name]
-        dtype, allowed = _dtype_name(t), ((declared[name],) if name in declared else _DEFAULT_DTYPES)
-        if dtype not in allowed:
-            problems.append(f"{file}: {name!r} has dtype {dtype}, expected {' or '.join(allowed)}")
-        if t.dim() != len(want) or any(w != -1 and w != g for w, g in zip(want[1:], t.shape[1:])):
-            problems.append(f"{file}: {name!r} shape {list(t.shape)} does not fit metadata {want}")
-    return problems
+    return problems + _lines(file + ": {}", df_shape_dtype(tensors, shapes, declared, file))
 
 
-def _graph_dtype_problems(bundle: Path, inputs: dict[str, torch.Tensor]) -> list[str]:
-    """ONNX Runtime gets val_inputs.pt as it is, so the graph must declare the same dtypes."""
-    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
-    init = {t.name for t in model.graph.initializer}
-    graph = graph_input_dtypes(i for i in model.graph.input if i.name not in init)
-    return [f"model.onnx: input {name!r} is {graph[name]} but val_inputs.pt holds {_dtype_name(t)}"
-            for name, t in inputs.items() if name in graph and graph[name] != _dtype_name(t)]
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
-
-
-def _ort_problems(bundle: Path, meta: ModelMetadata, inputs: dict, outputs: dict) -> list[str]:
+def _ort_problems(bundle: Path, meta: BundleMetadata, inputs: dict, outputs: dict) -> list[str]:
     tol = ROUNDTRIP.tolerance
     try:
         session = rt.cpu_session(bundle / "model.onnx")
         actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, ROUNDTRIP.batch_size)
     except Exception as exc:  # ORT's own error types
         return [f"model.onnx: onnxruntime failed: {first_line(exc)}"]
-    # The same comparison as the roundtrip check, so NaN/Inf that one side lacks is never "verified".
-    return [f"model.onnx: output {line}" for line in rt.problems(rt.compare(actual, outputs, tol), "ONNX", "val_outputs.pt")]
+    # The roundtrip check itself, so NaN/Inf that one side lacks is never "verified".
+    return _lines("model.onnx: output {}", roundtrip(rt.compare(actual, outputs, tol), tol, reference="val_outputs.pt"))
 
 
 def _load(path: Path, problems: list[str]):

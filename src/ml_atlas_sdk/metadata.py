@@ -112,6 +112,31 @@ class ModelMetadata(BaseModel):
             raise AtlasInputError(format_validation_error(exc, where)) from None
 
 
+class BundleMetadata(ModelMetadata):
+    """metadata.json in a bundle: the I/O contract plus what the producer adds beside it (SPEC).
+
+    The one schema both sides use: the producer writes through it, the consumer reads through it,
+    so a key one side adds and the other does not know fails here rather than being dropped.
+    The bundle-only keys are optional: a bundle written before one existed still reads.
+    """
+
+    export: dict[str, Any] | None = None  # export settings actually used (opset, dynamo, ladder step)
+    versions: dict[str, str] | None = None  # sdk, torch, onnx, onnxruntime
+    source: dict[str, Any] | None = None  # git commit, dirty flag, dvc.lock hash
+    bundle_schema_version: str | None = None
+    precision_hints: dict[str, list[str]] | None = None  # modules / ONNX nodes to keep in FP32
+
+    @classmethod
+    def document(
+        cls, meta: ModelMetadata, export: dict[str, Any], versions: dict[str, str], source: dict[str, Any],
+        bundle_schema_version: str, precision_hints: dict[str, list[str]] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON document the producer writes (no precision_hints key unless there are any)."""
+        doc = cls(**meta.model_dump(), export=export, versions=versions, source=source,
+                  bundle_schema_version=bundle_schema_version, precision_hints=precision_hints)
+        return doc.model_dump(mode="json", exclude=None if precision_hints else {"precision_hints"})
+
+
 def _same_keys(field: str, shapes: dict[str, Any], names: list[str], names_field: str) -> None:
     if set(shapes) != set(names):
         missing = sorted(set(names) - set(shapes))

@@ -1,10 +1,11 @@
 """Push a bundle to MLflow with an explicit MlflowClient (no global MLflow state)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +21,29 @@ MODEL_ARTIFACT_PATH = "model"  # mlflow_model's folder, cleared with atlas/ on a
 RETRIES = 3
 T = TypeVar("T")
 
-# MLflow's own HTTP retry defaults wait minutes on a dead server; keep a user's explicit choice.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# MLflow's own HTTP retry defaults wait minutes on a dead server. MLflow reads these per request,
+# so they are set only while our calls run (mlflow_env), never at import: importing the SDK must
+# not change the environment of the user's own MLflow code.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@contextlib.contextmanager
+def mlflow_env(**extra: str) -> Iterator[None]:
+    """HTTP_DEFAULTS (and `extra`) for the duration of the block, each only where the user set no
+    value of their own; removed afterwards unless something else changed them meanwhile.
+    Also a decorator; nested uses leave the outer one's values alone."""
+    added = {k: v for k, v in {**HTTP_DEFAULTS, **extra}.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key, value in added.items():
+            if os.environ.get(key) == value:
+                del os.environ[key]
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,7 @@ def with_retries(what: str, fn: Callable[[], T], tracking_uri: str, retries: int
     raise AssertionError("unreachable")
 
 
+@mlflow_env()
 def push_bundle(
     bundle_dir: Path,
     manifest: Manifest,

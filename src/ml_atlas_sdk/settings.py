@@ -125,9 +125,9 @@ class RoundtripSettings(Section):
 
     @property
     def tolerance(self):
-        from ml_atlas_sdk import roundtrip  # imports onnxruntime: only where a stage compares
+        from ml_atlas_sdk.compare import Tolerance  # numpy only; onnxruntime stays out of settings
 
-        return roundtrip.Tolerance(rtol=self.rtol, atol=self.atol)
+        return Tolerance(rtol=self.rtol, atol=self.atol)
 
 
 class DriftSettings(Section):

@@ -23,12 +23,16 @@ def onnx_cross_check(
 ) -> Finding:
     """ONNX checker, I/O names in order, a symbolic (dim_param) batch axis on every I/O, opset, and
     each graph input's dtype equal to what val_inputs.pt holds (the dtype policy's promise)."""
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf's decode errors have no common base worth naming
+        unreadable = f"not a readable ONNX model ({first_line(exc)})"
+        return Finding(False, unreadable, {"problems": [unreadable]})
     problems: list[str] = []
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:  # checker raises ValidationError and shape-inference errors
         problems.append(f"onnx.checker: {first_line(exc)}")
-    model = onnx.load(str(onnx_path), load_external_data=False)
     graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     names = {"inputs": [i.name for i in graph_inputs], "outputs": [o.name for o in model.graph.output]}
     if names["inputs"] != list(metadata.input_names):

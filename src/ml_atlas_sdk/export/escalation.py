@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.compare import worst
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings, ladder_settings
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import check_forward
+from ml_atlas_sdk.secrets import first_line
 from ml_atlas_sdk.tensors import slice_rows
 
 
@@ -121,7 +122,7 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
             session, inputs, canonical, metadata.input_names, rt.probe_sizes(rows, len(next(iter(sample.values())))), tol
         )
     except Exception as exc:  # ORT refuses graphs it cannot load or run: that is this attempt's failure
-        attempt.status, attempt.error = "roundtrip_failed", f"onnxruntime: {str(exc).strip().splitlines()[0][:300]}"
+        attempt.status, attempt.error = "roundtrip_failed", f"onnxruntime: {first_line(exc)}"
         attempt.seconds = time.perf_counter() - started
         return
     attempt.roundtrip = rt.compare(actual, canonical, tol)

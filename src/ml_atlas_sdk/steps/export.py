@@ -8,7 +8,7 @@ from typing import Any
 import onnx
 import torch
 
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy, run_check
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.errors import AtlasInputError

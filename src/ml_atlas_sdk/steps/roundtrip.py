@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ml_atlas_sdk import roundtrip as rt
+from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy, run_check
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport

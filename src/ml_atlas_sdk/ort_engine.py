@@ -1,4 +1,8 @@
-"""ONNX Runtime (CPU) against the canonical outputs: the numbers atlas will see."""
+"""ONNX Runtime (CPU) against the canonical outputs: the numbers atlas will see.
+
+The engine only: sessions, batched runs, the batch-size probe and per-output error lines.
+The verdict is the `roundtrip` check (checks/roundtrip.py); nothing here imports checks/.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,12 +14,10 @@ import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-from ml_atlas_sdk.checks.registry import check
-from ml_atlas_sdk.checks.result import Finding
-from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
+from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem
 from ml_atlas_sdk.secrets import first_line
 
-__all__ = ["Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes", "problems", "roundtrip", "run_onnx"]
+__all__ = ["ONNX", "PYTORCH", "Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes", "problems", "run_onnx"]
 
 # The labels name the two sides in every message: "NaN in ONNX but finite in PyTorch".
 ONNX, PYTORCH = "ONNX", "PyTorch"
@@ -57,18 +59,6 @@ def compare(
 def problems(per_output: dict[str, dict[str, Any]], actual: str = ONNX, reference: str = PYTORCH) -> list[str]:
     """One line per output out of tolerance, naming non-finite mismatches with their counts."""
     return [line for name, m in per_output.items() if (line := problem(name, m, actual, reference))]
-
-
-@check("roundtrip")
-def roundtrip(per_output: dict[str, dict[str, Any]], tol: Tolerance, batch_probe: dict[str, str] | None = None) -> Finding:
-    """Every output element within atol + rtol*|ref| (NaN/Inf must match); the batch axis works at other sizes."""
-    details = {"rtol": tol.rtol, "atol": tol.atol, "outputs": per_output, "batch_probe": batch_probe or {}}
-    bad = problems(per_output)
-    bad += [f"batch size {size}: {error}" for size, error in (batch_probe or {}).items() if error != "ok"]
-    if bad:
-        return Finding(False, "; ".join(bad), details)
-    largest = worst([m["max_abs_err"] for m in per_output.values()])
-    return Finding(True, f"{len(per_output)} output(s) within rtol={tol.rtol}, atol={tol.atol} (max_abs_err {largest:.3g})", details)
 
 
 def probe_batch_sizes(
