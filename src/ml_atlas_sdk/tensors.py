@@ -164,12 +164,23 @@ def _cells_to_arrow(values: np.ndarray) -> pa.Array:
 
 
 def _stack_cells(cells: np.ndarray, where: str) -> np.ndarray:
-    as_arrays = [c.numpy() if isinstance(c, torch.Tensor) else np.asarray(c) for c in cells]
+    as_arrays = [_cell_array(c) for c in cells]
     first = as_arrays[0].shape
     for row, cell in enumerate(as_arrays):
         if cell.shape != first:
             raise AtlasInputError(f"{where} row {row}: cell shape {cell.shape} differs from row 0 {first}")
     return np.stack(as_arrays)
+
+
+def _cell_array(cell) -> np.ndarray:
+    """One cell as an n-d array. pandas reads nested Parquet lists back as object arrays of arrays
+    (a frame from `pd.read_parquet` is what notebook users hand the SDK), so stack those too."""
+    values = cell.numpy() if isinstance(cell, torch.Tensor) else np.asarray(cell)
+    if values.dtype == object and values.size and isinstance(values.flat[0], (np.ndarray, list, tuple)):
+        inner = [_cell_array(c) for c in values]
+        if len({c.shape for c in inner}) == 1:  # ragged cells keep the object dtype and are refused as such
+            return np.stack(inner)
+    return values
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
