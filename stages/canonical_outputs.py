@@ -3,7 +3,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ml_atlas_sdk.pipeline import run_stage, stage_entry
-from ml_atlas_sdk.pipeline.stages import run_canonical_outputs
+from ml_atlas_sdk.pipeline.stages.canonical_outputs import run_canonical_outputs
 
 
 @hydra.main(config_path="..", config_name="params", version_base="1.3")

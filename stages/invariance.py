@@ -3,7 +3,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ml_atlas_sdk.pipeline import run_stage, stage_entry
-from ml_atlas_sdk.pipeline.check_stages import run_invariance
+from ml_atlas_sdk.pipeline.stages.invariance import run_invariance
 
 
 @hydra.main(config_path="..", config_name="params", version_base="1.3")

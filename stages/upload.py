@@ -3,7 +3,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ml_atlas_sdk.pipeline import run_stage, stage_entry
-from ml_atlas_sdk.pipeline.upload_stage import run_upload
+from ml_atlas_sdk.pipeline.stages.upload import run_upload
 
 
 @hydra.main(config_path="..", config_name="params", version_base="1.3")

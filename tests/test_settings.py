@@ -198,8 +198,7 @@ def test_opset_18_metadata_is_accepted_identically_by_both_doors(project, tmp_pa
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     bundle = AtlasArtifactBundle(model=demo_model(), metadata=_bundle(onnx_opset=18).metadata,
                                  val_inputs_df=demo_frame("val_inputs"), architecture_doc=None)
-    _, _, _, sdk_export_used, *_ = build_in_process(bundle, tmp_path / "sdk")
-    assert sdk_export_used == export["settings_used"]
+    assert build_in_process(bundle, tmp_path / "sdk").export_used == export["settings_used"]
     bad = _fails_with(project, "export", "metadata.onnx_opset=16")
     with pytest.raises(AtlasInputError) as sdk:
         _bundle(onnx_opset=16)

@@ -24,7 +24,8 @@ def test_pipeline_and_sdk_build_byte_identical_bundles(project, tmp_path, monkey
         val_inputs_df=demo_frame("val_inputs", project), val_outputs_df=demo_frame("val_outputs", project),
         calibration_inputs_df=demo_frame("calibration_inputs", project),
     )
-    sdk_dir, sdk_manifest, *_ = build_in_process(bundle, tmp_path / "sdk")
+    built = build_in_process(bundle, tmp_path / "sdk")
+    sdk_dir, sdk_manifest = built.dir, built.manifest
 
     assert set(sdk_manifest.files) == set(pipeline_manifest["files"])
     differing = {name for name, entry in sdk_manifest.files.items() if entry["sha256"] != pipeline_manifest["files"][name]["sha256"]}

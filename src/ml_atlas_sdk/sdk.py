@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_va
 
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.archdoc import build_architecture_doc
-from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME
-from ml_atlas_sdk.checks import CheckResult, SkipPolicy
+from ml_atlas_sdk.build import (
+    BUNDLE_DIR_NAME, DATA_FILES, STAGE_ORDER, VAL_INPUTS, VAL_OUTPUTS, VAL_OUTPUTS_USER, BuiltBundle, BundleInputs,
+    sdk_argument, tensor_file,
+)
+from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.provenance import source_info
@@ -29,7 +32,7 @@ from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.invariance import invariance_step
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
-from ml_atlas_sdk.steps.tensorize import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER, tensorize
+from ml_atlas_sdk.steps.tensorize import tensorize
 from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 
@@ -91,9 +94,8 @@ def push_to_mlflow(
                                                          "run_id": run_id})
     with tempfile.TemporaryDirectory(prefix="atlas-sdk-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
-        bundle_dir, manifest, meta, export_used, results, source = build_in_process(bundle, work, settings)
-        pushed = publish(bundle_dir, manifest, meta, export_used, results, source, settings.bundle_schema_version,
-                         mlflow_settings.model_dump(),
+        built = build_in_process(bundle, work, settings)
+        pushed = publish(built, mlflow_settings.model_dump(),
                          on_file=lambda name, done, total: print(f"  uploaded {done}/{total} {name}", flush=True))
     print(f"[atlas] {'reused complete run' if pushed.reused else 'pushed run'} {pushed.run_id}", flush=True)
     return pushed.run_id
@@ -130,14 +132,13 @@ def settings_of(bundle: AtlasArtifactBundle, *, tracking_uri: str | None = None,
         raise AtlasInputError(describe_errors(exc, Settings, names=SDK_ARGUMENTS)) from None
 
 
-def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings | None = None):
+def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings | None = None) -> BuiltBundle:
     """The pipeline's stages, in the same order, on in-memory objects; returns the built bundle."""
     settings = settings or settings_of(bundle)
     meta = settings.metadata
     skip = settings.checks.policy
-    frames = {VAL_INPUTS: bundle.val_inputs_df, VAL_OUTPUTS_USER: bundle.val_outputs_df,
-              CALIBRATION_INPUTS: bundle.calibration_inputs_df}
-    tables = {stem: (tio.frame_to_table(df), f"{stem}_df") for stem, df in frames.items() if df is not None}
+    tables = {stem: (tio.frame_to_table(df), sdk_argument(key)) for key, stem in DATA_FILES.items()
+              if (df := getattr(bundle, sdk_argument(key))) is not None}
     tensorized = tensorize(tables, meta, skip, settings.checks.calib_min_rows)
     tensorized.report.print_summary()
     inputs = tensorized.tensors[VAL_INPUTS]
@@ -158,20 +159,19 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
                               settings.drift.tolerance_max_abs, skip)
     drift_report.print_summary()
-    # Same order as the pipeline's CHECK_STAGES, so validation_report.json is identical.
-    reports = [tensorized.report, canonical_report, export_report, roundtrip_report, invariance_report, drift_report]
-    results: list[CheckResult] = as_written([c for r in reports for c in r.checks])
-    source = source_info()  # no DVC_STAGE here, so no dvc.lock hash
+    reports = {r.stage: r for r in (tensorized.report, canonical_report, export_report, roundtrip_report,
+                                    invariance_report, drift_report)}
+    results = tuple(as_written([c for stage in STAGE_ORDER for c in reports[stage].checks]))
     doc = build_architecture_doc(bundle.model, onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
                                  settings.archdoc.cache_dir)
-    tensor_files = {}
-    for stem, tensors in {**tensorized.tensors, "val_outputs": canonical}.items():
-        tensor_files[f"{stem}.pt"] = tio.save_tensors(tensors, work / "tensors" / f"{stem}.pt")
-    export_used = export_report.extra["settings_used"]
-    bundle_dir = work / "bundle" / BUNDLE_DIR_NAME
-    manifest = build_bundle(bundle_dir, onnx_path, tensor_files, meta, export_used, results, doc.markdown,
-                            source, settings.bundle_schema_version)
-    return bundle_dir, manifest, meta, export_used, results, source
+    tensor_files = {tensor_file(stem): tio.save_tensors(tensors, work / "tensors" / tensor_file(stem))
+                    for stem, tensors in {**tensorized.tensors, VAL_OUTPUTS: canonical}.items()}
+    inputs_of_bundle = BundleInputs(
+        onnx_path, tensor_files, doc.markdown, meta, export_report.extra["settings_used"], results,
+        source_info(),  # no DVC_STAGE here, so no dvc.lock hash
+        settings.bundle_schema_version,
+    )
+    return build_bundle(inputs_of_bundle, work / "bundle" / BUNDLE_DIR_NAME)
 
 
 def _experiment_of(run_id: str | None, tracking_uri: str) -> str | None:
@@ -179,6 +179,9 @@ def _experiment_of(run_id: str | None, tracking_uri: str) -> str | None:
         return None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    from ml_atlas_sdk.mlflow_store import mlflow_env
+
+    with mlflow_env():  # bounded retries on a dead server, as in the push itself
+        client = MlflowClient(tracking_uri=tracking_uri)
+        return client.get_experiment(client.get_run(run_id).info.experiment_id).name
 

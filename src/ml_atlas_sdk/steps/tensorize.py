@@ -6,13 +6,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import torch
 
+from ml_atlas_sdk.build import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER  # noqa: F401 (VAL_INPUTS: callers' import)
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.tensors import row_count, table_to_tensors
-
-# bundle file stem -> which metadata names/shapes describe its columns
-VAL_INPUTS, VAL_OUTPUTS_USER, CALIBRATION_INPUTS = "val_inputs", "val_outputs_user", "calibration_inputs"
 
 
 @dataclass

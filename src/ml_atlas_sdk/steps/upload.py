@@ -7,22 +7,17 @@ from typing import Any
 
 import torch
 
+from ml_atlas_sdk.build import VAL_INPUTS, VAL_OUTPUTS, BuiltBundle, BundleInputs, tensor_file
 from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
 from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
-from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.metadata import BundleMetadata, ModelMetadata
 from ml_atlas_sdk.mlflow_model import log_onnx_model, register
 from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
 from ml_atlas_sdk.provenance import versions
 
 
 def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str) -> dict[str, Any]:
-    return {
-        **meta.model_dump(mode="json"),
-        "export": export_used,
-        "versions": versions(),
-        "source": source,
-        "bundle_schema_version": schema_version,
-    }
+    return BundleMetadata.document(meta, export_used, versions(), source, schema_version)  # the consumer's schema too
 
 
 def run_params(meta: ModelMetadata, export_used: dict[str, Any]) -> dict[str, Any]:
@@ -50,38 +45,26 @@ def run_tags(meta: ModelMetadata, manifest: Manifest, results: list[CheckResult]
     return tags
 
 
-def build_bundle(
-    out_dir: Path,
-    onnx_path: Path,
-    tensor_files: dict[str, Path],
-    meta: ModelMetadata,
-    export_used: dict[str, Any],
-    results: list[CheckResult],
-    architecture_md: str | None,
-    source: dict[str, Any],
-    schema_version: str,
-) -> Manifest:
-    """Gate first (nothing is written for a refused bundle), then write every file."""
-    gate(results)
-    doc = metadata_document(meta, export_used, source, schema_version)
-    return assemble_bundle(out_dir, onnx_path, tensor_files, doc, results, architecture_md)
+def build_bundle(inputs: BundleInputs, out_dir: Path) -> BuiltBundle:
+    """Gate first (nothing is written for a refused bundle), then write every file into `out_dir`."""
+    gate(inputs.results)
+    doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version)
+    manifest = assemble_bundle(out_dir, inputs.onnx, inputs.tensor_files, doc, list(inputs.results), inputs.architecture_md)
+    return BuiltBundle(out_dir, manifest, inputs.metadata, inputs.export_used, inputs.results, inputs.source,
+                       inputs.schema_version)
 
 
 def publish(
-    bundle_dir: Path,
-    manifest: Manifest,
-    meta: ModelMetadata,
-    export_used: dict[str, Any],
-    results: list[CheckResult],
-    source: dict[str, Any],
-    schema_version: str,
+    built: BuiltBundle,
     mlflow_settings: dict[str, Any],
     on_file: Callable[[str, int, int], None] = lambda name, done, total: None,
     say: Callable[[str], None] = lambda message: print(f"[atlas] {message}", flush=True),
 ) -> PushResult:
+    bundle_dir, meta = built.dir, built.metadata
+
     def add_mlflow_model(client, run_id: str) -> None:
-        inputs = torch.load(bundle_dir / "val_inputs.pt", weights_only=True)
-        outputs = torch.load(bundle_dir / "val_outputs.pt", weights_only=True)
+        inputs = torch.load(bundle_dir / tensor_file(VAL_INPUTS), weights_only=True)
+        outputs = torch.load(bundle_dir / tensor_file(VAL_OUTPUTS), weights_only=True)
         log_onnx_model(client, run_id, bundle_dir / "model.onnx", meta, inputs, outputs)
         if mlflow_settings.get("register_model"):
             version = register(client, mlflow_settings["register_model"], run_id)
@@ -89,9 +72,9 @@ def publish(
 
     return push_bundle(
         bundle_dir,
-        manifest,
-        run_params(meta, export_used),
-        run_tags(meta, manifest, results, source, schema_version),
+        built.manifest,
+        run_params(meta, built.export_used),
+        run_tags(meta, built.manifest, list(built.results), built.source, built.schema_version),
         tracking_uri=mlflow_settings["tracking_uri"],
         experiment=mlflow_settings["experiment"],
         run_id=mlflow_settings.get("run_id"),

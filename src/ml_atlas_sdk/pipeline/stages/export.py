@@ -1,0 +1,27 @@
+"""Stage export: PyTorch -> build/onnx/model.onnx (escalating settings if allowed), plus what was used."""
+from __future__ import annotations
+
+from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.models import load_model
+from ml_atlas_sdk.pipeline.outputs import begin, finish
+from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, VAL_INPUTS_FILE
+from ml_atlas_sdk.reports import write_json
+from ml_atlas_sdk.settings import Settings
+from ml_atlas_sdk.steps.export import export_model, require_exported_model
+
+
+def run_export(cfg: Settings) -> None:
+    begin("export", ONNX_MODEL.parent)
+    settings, ladder = cfg.export_plan()
+    model = load_model(cfg.model)
+    inputs = tio.load_tensors(VAL_INPUTS_FILE)
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    outcome, report = export_model(
+        model, inputs, canonical, cfg.metadata, settings, ladder, cfg.escalation.enabled,
+        cfg.roundtrip.tolerance, cfg.roundtrip.batch_size, ONNX_MODEL, cfg.checks.policy,
+    )
+    if outcome.chosen is not None:
+        write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
+                                 "export_sample_rows": outcome.sample_rows})
+    finish(report)
+    require_exported_model(outcome, "every attempt's log is in reports/export.json")
