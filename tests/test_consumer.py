@@ -217,3 +217,53 @@ def test_a_password_in_the_tracking_uri_never_reaches_an_error_line(pushed, tmp_
     assert result.returncode == 1 and "MLFLOW_TRACKING_PASSWORD" in result.stderr
     for text in (problems[0], str(raised.value), result.stdout + result.stderr):
         assert "PW-SECRET" not in text and "SECRET-4711" not in text, text
+
+
+def _edited_copy(uri: str, run_id: str, tmp_path: Path, edit) -> Path:
+    """A copy of the pushed bundle with `edit(folder)` applied and its manifest rewritten to match."""
+    from ml_atlas_sdk.bundle import MANIFEST, build_manifest, write_json
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(_artifact_dir(uri, run_id), copy)
+    edit(copy)
+    write_json(copy / MANIFEST, build_manifest(copy).to_dict())
+    return copy
+
+
+def test_verify_reports_the_producers_onnx_cross_check_lines(pushed, tmp_path):
+    import onnx
+
+    from ml_atlas_sdk.checks.onnx_checks import onnx_cross_check
+    from ml_atlas_sdk.consumer import check_bundle_dir
+    from ml_atlas_sdk.metadata import BundleMetadata
+
+    def fix_batch_axis(folder: Path) -> None:
+        model = onnx.load(str(folder / "model.onnx"))
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # replaces the symbolic batch dim
+        onnx.save(model, str(folder / "model.onnx"))
+
+    copy = _edited_copy(*pushed, tmp_path, fix_batch_axis)
+    meta = BundleMetadata.model_validate_json((copy / "metadata.json").read_text())
+    finding = onnx_cross_check(copy / "model.onnx", meta, meta.onnx_opset)
+    name = meta.input_names[0]
+    assert finding.details["problems"] == [f"{name!r}: axis 0 is 4, not a symbolic batch dim"]
+    assert check_bundle_dir(copy) == [f"model.onnx: {name!r}: axis 0 is 4, not a symbolic batch dim"]
+
+
+def test_metadata_json_is_read_through_the_producers_schema(pushed, tmp_path):
+    from ml_atlas_sdk.consumer import check_bundle_dir
+    from ml_atlas_sdk.metadata import BundleMetadata
+
+    written = json.loads((_artifact_dir(*pushed) / "metadata.json").read_text())
+    assert {"export", "versions", "source", "bundle_schema_version"} <= set(written)
+    assert BundleMetadata.model_validate(written).model_dump(mode="json", exclude={"precision_hints"}) == written
+
+    def add(key: str, value):
+        def edit(folder: Path) -> None:
+            (folder / "metadata.json").write_text(json.dumps({**written, key: value}))
+        return edit
+
+    hinted = _edited_copy(*pushed, tmp_path / "hinted", add("precision_hints", {"modules": ["dense_proj.0"]}))
+    assert check_bundle_dir(hinted) == []  # SPEC's optional precision_hints is part of the schema
+    unknown = _edited_copy(*pushed, tmp_path / "unknown", add("colour", "blue"))
+    assert check_bundle_dir(unknown) == ["metadata.json.colour: Extra inputs are not permitted"]
