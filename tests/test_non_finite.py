@@ -117,7 +117,7 @@ def test_export_ladder_and_roundtrip_refuse_the_model(tmp_path):
     tried = [a for a in outcome.attempts if a.status != "duplicate"]
     assert len(tried) == 1 + len(defaults.ESCALATION_LADDER)  # dynamo too: no step escapes the NaN
     assert all(a.status == "roundtrip_failed" and NAN_MESSAGE in a.error for a in tried), [a.error for a in tried]
-    assert all("batch 1: logits: 3 element(s) NaN in ONNX" in a.error for a in tried)
+    assert all("batch size 1: logits: 3 element(s) NaN in ONNX" in a.error for a in tried)
     assert not outcome.accepted and onnx_path.is_file()  # the closest one is kept for the roundtrip stage
     rt_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, TOL, defaults.ROWS_PER_RUN, 8, skip)
     result = rt_report.checks[0]

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ml_atlas_sdk import ort_engine as rt
+from ml_atlas_sdk.checks.roundtrip import roundtrip
 from ml_atlas_sdk.compare import worst
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.sampling import select_export_rows
@@ -126,9 +127,9 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
         attempt.seconds = time.perf_counter() - started
         return
     attempt.roundtrip = rt.compare(actual, canonical, tol)
-    # The same verdict as the roundtrip check: one rule decides acceptance everywhere.
-    bad = rt.problems(attempt.roundtrip) + [f"batch {s}: {e}" for s, e in attempt.batch_probe.items() if e != "ok"]
-    attempt.status, attempt.error = ("roundtrip_failed", "; ".join(bad)) if bad else ("passed", None)
+    # The roundtrip check itself decides: one rule for acceptance here, in the stage and in verify.
+    verdict = roundtrip(attempt.roundtrip, tol, attempt.batch_probe)
+    attempt.status, attempt.error = ("passed", None) if verdict.ok else ("roundtrip_failed", verdict.message)
     attempt.seconds = time.perf_counter() - started
 
 
