@@ -11,9 +11,10 @@ import yaml
 
 from conftest import make_project_copy, run, set_params
 from ml_atlas_sdk import AtlasArtifactBundle
-from ml_atlas_sdk.build import STAGE_ORDER
+from ml_atlas_sdk.build import DATA_FILES, STAGE_ORDER, TENSOR_FILES, VAL_OUTPUTS, sdk_argument, tensor_file
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.sdk import build_in_process
+from ml_atlas_sdk.settings import DataSettings
 from sdk_helpers import demo_frame, demo_metadata, demo_model
 
 
@@ -55,6 +56,13 @@ def test_checks_skip_still_reruns_every_check_stage(built):
     set_params(built, checks={"skip": ["drift"]})
     status = yaml.safe_load(run(["dvc", "status", "--json"], built).stdout)
     assert set(status) == set(STAGE_ORDER)
+
+
+def test_every_data_setting_has_an_sdk_argument_and_a_bundle_file():
+    """Both doors walk DATA_FILES: the pipeline reads data.<key>, the SDK the `<key>_df` argument."""
+    assert set(DATA_FILES) == set(DataSettings.model_fields)
+    assert {sdk_argument(key) for key in DATA_FILES} <= set(AtlasArtifactBundle.model_fields)
+    assert {tensor_file(stem) for stem in (*DATA_FILES.values(), VAL_OUTPUTS)} == set(TENSOR_FILES)
 
 
 def test_sdk_error_names_the_argument_the_user_passed():

@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_atlas_sdk.bundle import ARCHITECTURE, BUNDLE_DIR_NAME, MANIFEST, METADATA, TENSOR_FILES, VALIDATION_REPORT, Manifest
+# The bundle's file names stay in bundle.py (the consumer reads them from there); one import here.
+from ml_atlas_sdk.bundle import (
+    ARCHITECTURE, BUNDLE_DIR_NAME, CALIBRATION_INPUTS, MANIFEST, METADATA, MODEL_ONNX, TENSOR_FILES, VAL_INPUTS, VAL_OUTPUTS,
+    VAL_OUTPUTS_USER, VALIDATION_REPORT, Manifest, tensor_file,
+)
 from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.metadata import ModelMetadata
 
 __all__ = [
-    "ARCHITECTURE", "BUNDLE_DIR_NAME", "MANIFEST", "METADATA", "TENSOR_FILES", "VALIDATION_REPORT",
+    "ARCHITECTURE", "BUNDLE_DIR_NAME", "MANIFEST", "METADATA", "MODEL_ONNX", "TENSOR_FILES", "VALIDATION_REPORT",
     "STAGE_ORDER", "VAL_INPUTS", "VAL_OUTPUTS", "VAL_OUTPUTS_USER", "CALIBRATION_INPUTS", "DATA_FILES",
     "BundleInputs", "BuiltBundle", "sdk_argument", "tensor_file",
 ]
@@ -20,17 +24,8 @@ __all__ = [
 # this order whichever door built it, so the two doors write the same bytes.
 STAGE_ORDER = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift")
 
-# Bundle file stems (`<stem>.pt`). val_outputs is the canonical PyTorch outputs the build computes;
-# the user's own reference outputs keep a separate name so they never pass for canonical ones.
-VAL_INPUTS, VAL_OUTPUTS, VAL_OUTPUTS_USER, CALIBRATION_INPUTS = (
-    "val_inputs", "val_outputs", "val_outputs_user", "calibration_inputs")
-
 # data.<key> in params.yaml (the SDK's `<key>_df` argument) -> bundle file stem
 DATA_FILES = {"val_inputs": VAL_INPUTS, "val_outputs": VAL_OUTPUTS_USER, "calibration_inputs": CALIBRATION_INPUTS}
-
-
-def tensor_file(stem: str) -> str:
-    return f"{stem}.pt"
 
 
 def sdk_argument(data_key: str) -> str:

@@ -13,12 +13,24 @@ from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.provenance import file_sha256
 
 BUNDLE_DIR_NAME = "atlas"
+MODEL_ONNX = "model.onnx"  # its external weights, when exported so, sit beside it as model.onnx.data
 MANIFEST = "manifest.json"
 VALIDATION_REPORT = "validation_report.json"
 METADATA = "metadata.json"
 ARCHITECTURE = "architecture.md"
+# Tensor file stems (`<stem>.pt`). val_outputs is the canonical PyTorch outputs the build computes;
+# the user's own reference outputs keep a separate name so they never pass for canonical ones.
+VAL_INPUTS, VAL_OUTPUTS, VAL_OUTPUTS_USER, CALIBRATION_INPUTS = (
+    "val_inputs", "val_outputs", "val_outputs_user", "calibration_inputs")
+
+
+def tensor_file(stem: str) -> str:
+    return f"{stem}.pt"
+
+
 # bundle file -> required? (optional ones appear only when supplied)
-TENSOR_FILES = {"val_inputs.pt": True, "val_outputs.pt": True, "calibration_inputs.pt": False, "val_outputs_user.pt": False}
+TENSOR_FILES = {tensor_file(VAL_INPUTS): True, tensor_file(VAL_OUTPUTS): True,
+                tensor_file(CALIBRATION_INPUTS): False, tensor_file(VAL_OUTPUTS_USER): False}
 
 
 @dataclass(frozen=True)
@@ -79,10 +91,10 @@ def assemble_bundle(
 ) -> Manifest:
     """Write the bundle into `out_dir` (a fresh folder) and return its manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, out_dir / "model.onnx")
+    shutil.copyfile(onnx_path, out_dir / MODEL_ONNX)
     external = onnx_path.with_name(onnx_path.name + ".data")
     if external.is_file():
-        shutil.copyfile(external, out_dir / "model.onnx.data")
+        shutil.copyfile(external, out_dir / f"{MODEL_ONNX}.data")
     for name, required in TENSOR_FILES.items():
         src = tensor_files.get(name)
         if src is None:

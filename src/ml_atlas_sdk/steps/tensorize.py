@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import torch
 
-from ml_atlas_sdk.build import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER  # noqa: F401 (VAL_INPUTS: callers' import)
+from ml_atlas_sdk.build import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER  # noqa: F401 (tests/test_zoo.py imports VAL_INPUTS here)
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport

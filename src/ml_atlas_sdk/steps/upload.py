@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ml_atlas_sdk.build import VAL_INPUTS, VAL_OUTPUTS, BuiltBundle, BundleInputs, tensor_file
+from ml_atlas_sdk.build import MODEL_ONNX, VAL_INPUTS, VAL_OUTPUTS, BuiltBundle, BundleInputs, tensor_file
 from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
 from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
 from ml_atlas_sdk.metadata import BundleMetadata, ModelMetadata
@@ -65,7 +65,7 @@ def publish(
     def add_mlflow_model(client, run_id: str) -> None:
         inputs = torch.load(bundle_dir / tensor_file(VAL_INPUTS), weights_only=True)
         outputs = torch.load(bundle_dir / tensor_file(VAL_OUTPUTS), weights_only=True)
-        log_onnx_model(client, run_id, bundle_dir / "model.onnx", meta, inputs, outputs)
+        log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
         if mlflow_settings.get("register_model"):
             version = register(client, mlflow_settings["register_model"], run_id)
             print(f"  registered {mlflow_settings['register_model']!r} version {version}", flush=True)

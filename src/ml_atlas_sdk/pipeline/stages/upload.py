@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ml_atlas_sdk.build import BUNDLE_DIR_NAME, STAGE_ORDER, VAL_OUTPUTS, BundleInputs, tensor_file
+from ml_atlas_sdk.build import BUNDLE_DIR_NAME, DATA_FILES, STAGE_ORDER, VAL_OUTPUTS, BundleInputs, tensor_file
 from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.mlflow_store import redact_uri
@@ -19,9 +19,9 @@ from ml_atlas_sdk.steps.upload import build_bundle, publish
 def bundle_inputs(cfg: Settings) -> BundleInputs:
     """What the earlier stages left under build/ and reports/, as the SDK door holds it in memory."""
     results = tuple(CheckResult.from_dict(c) for stage in STAGE_ORDER for c in read_report(stage)["checks"])
-    canonical = tensor_file(VAL_OUTPUTS)
-    tensor_files = {p.name: p for p in TENSORS_DIR.glob("*.pt") if p.name != canonical}
-    tensor_files[canonical] = CANONICAL_OUTPUTS
+    written = {tensor_file(stem): TENSORS_DIR / tensor_file(stem) for stem in DATA_FILES.values()}
+    tensor_files = {name: path for name, path in written.items() if path.is_file()}  # optional data may be absent
+    tensor_files[tensor_file(VAL_OUTPUTS)] = CANONICAL_OUTPUTS
     return BundleInputs(ONNX_MODEL, tensor_files, ARCHDOC.read_text() if ARCHDOC.is_file() else None, cfg.metadata,
                         read_export_info()["settings_used"], results, source_info(), cfg.bundle_schema_version)
 
