@@ -72,12 +72,11 @@ def test_parquet_layout_tensorizes_like_the_in_memory_frame(case, tmp_path):
 
 
 # A notebook user may read the zoo's Parquet back with pandas and hand that to the SDK. Cells of
-# rank >= 2 do not survive that today (tensors.frame_to_table, owned elsewhere): pandas gives a
-# fixed_shape_tensor column as flat lists, and nested lists as object arrays of arrays.
+# rank >= 2 as fixed_shape_tensor do not survive that today: pandas gives a
+# fixed_shape_tensor column as flat lists (the cell shape lives only in the Arrow type). Nested
+# lists come back as object arrays of arrays, which frame_to_table stacks.
 _PANDAS_GAPS = {"vit": "fixed_shape_tensor cells come back flattened (768,) from pd.read_parquet",
-                "convnet": "fixed_shape_tensor cells come back flattened (256,) from pd.read_parquet",
-                "torch_encoder": "frame_to_table refuses object cells holding arrays (nested lists)",
-                "lstm": "frame_to_table refuses object cells holding arrays (nested lists)"}
+                "convnet": "fixed_shape_tensor cells come back flattened (256,) from pd.read_parquet"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(
