@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_va
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.archdoc import build_architecture_doc
 from ml_atlas_sdk.build import (
-    BUNDLE_DIR_NAME, DATA_FILES, STAGE_ORDER, VAL_INPUTS, VAL_OUTPUTS, VAL_OUTPUTS_USER, BuiltBundle, BundleInputs,
-    sdk_argument, tensor_file,
+    BUNDLE_DIR_NAME, CALIBRATION_INPUTS, DATA_FILES, STAGE_ORDER, VAL_INPUTS, VAL_OUTPUTS, VAL_OUTPUTS_USER, BuiltBundle,
+    BundleInputs, sdk_argument, tensor_file,
 )
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
@@ -31,6 +31,7 @@ from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.invariance import invariance_step
+from ml_atlas_sdk.steps.precision import HINTS, precision_step
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 from ml_atlas_sdk.steps.tensorize import tensorize
 from ml_atlas_sdk.steps.upload import build_bundle, publish
@@ -144,6 +145,9 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     inputs = tensorized.tensors[VAL_INPUTS]
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
     canonical_report.print_summary()
+    precision_report = precision_step(bundle.model, inputs, canonical, tensorized.tensors.get(CALIBRATION_INPUTS), meta,
+                                      settings.precision, skip)
+    precision_report.print_summary()
     export, ladder = settings.export_plan()
     tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
@@ -159,8 +163,8 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
                               settings.drift.tolerance_max_abs, skip)
     drift_report.print_summary()
-    reports = {r.stage: r for r in (tensorized.report, canonical_report, export_report, roundtrip_report,
-                                    invariance_report, drift_report)}
+    reports = {r.stage: r for r in (tensorized.report, canonical_report, precision_report, export_report,
+                                    roundtrip_report, invariance_report, drift_report)}
     results = tuple(as_written([c for stage in STAGE_ORDER for c in reports[stage].checks]))
     doc = build_architecture_doc(bundle.model, onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
                                  settings.archdoc.cache_dir)
@@ -169,7 +173,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     inputs_of_bundle = BundleInputs(
         onnx_path, tensor_files, doc.markdown, meta, export_report.extra["settings_used"], results,
         source_info(),  # no DVC_STAGE here, so no dvc.lock hash
-        settings.bundle_schema_version,
+        settings.bundle_schema_version, precision_report.extra[HINTS],
     )
     return build_bundle(inputs_of_bundle, work / "bundle" / BUNDLE_DIR_NAME)
 

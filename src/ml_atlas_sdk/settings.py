@@ -35,6 +35,7 @@ def _batch_of_two(value: int) -> int:
 Tolerance = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Opset = Annotated[StrictInt, AfterValidator(_opset_supported)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+Share = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 ExportBatch = Annotated[StrictInt, AfterValidator(_batch_of_two)]
 DEFAULT_EXPERIMENT = "atlas-bundles"
 
@@ -135,6 +136,26 @@ class DriftSettings(Section):
     tolerance_max_abs: Tolerance = 0.05
 
 
+class PrecisionSettings(Section):
+    """FP16 / INT8 readiness (the `precision` stage); its checks only warn."""
+
+    fp16_margin: Annotated[float, Field(strict=True, ge=0, lt=65504, allow_inf_nan=False)] = 16384.0  # 2^14
+    fp16_underflow_share: Share = 0.01
+    fp16_rtol: Tolerance = 0.01
+    fp16_atol: Tolerance = 0.01
+    batch_size: PositiveInt = 64  # rows per FP32/FP16 forward; one batch of every module's outputs is held
+    calib_quantile: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] = 0.999
+    calib_max_outside_share: Share = 0.001
+    calib_max_quantile_gap: Tolerance = 0.1
+    calib_max_unseen_ids_share: Share = 0.01
+
+    @property
+    def fp16_tolerance(self):
+        from ml_atlas_sdk.compare import Tolerance  # numpy only, as in RoundtripSettings
+
+        return Tolerance(rtol=self.fp16_rtol, atol=self.fp16_atol)
+
+
 class ChecksSettings(Section):
     skip: StrictBool | list[StrictStr] = []
     calib_min_rows: PositiveInt = 1000
@@ -187,6 +208,7 @@ class Settings(Section):
     escalation: EscalationSettings = EscalationSettings()
     roundtrip: RoundtripSettings = RoundtripSettings()
     drift: DriftSettings = DriftSettings()
+    precision: PrecisionSettings = PrecisionSettings()
     checks: ChecksSettings = ChecksSettings()
     archdoc: ArchdocSettings = ArchdocSettings()
     mlflow: MlflowSettings

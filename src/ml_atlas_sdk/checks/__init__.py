@@ -6,3 +6,4 @@ __all__ = ["CHECK_SPECS", "CheckResult", "Finding", "SkipPolicy", "Verdict", "ch
 
 # Importing the check modules registers their functions.
 from ml_atlas_sdk.checks import data_checks, drift, forward_scan, invariance, onnx_checks, roundtrip  # noqa: E402,F401
+from ml_atlas_sdk.checks import precision  # noqa: E402,F401

@@ -32,6 +32,9 @@ CHECK_SPECS: dict[str, CheckSpec] = {
         CheckSpec("sample_invariance", Verdict.WARNED, "invariance", "the graph does not depend on the export sample"),
         CheckSpec("onnx_cross_check", Verdict.FAILED, "export", "ONNX checker, names, dynamic batch axis, opset"),
         CheckSpec("drift", Verdict.FAILED, "drift", "user reference outputs agree with the canonical ones"),
+        CheckSpec("fp16_range", Verdict.WARNED, "precision", "activations, parameters and buffers fit FP16"),
+        CheckSpec("fp16_roundtrip", Verdict.WARNED, "precision", "the model in half precision matches FP32"),
+        CheckSpec("int8_calibration_coverage", Verdict.WARNED, "precision", "the calibration sample covers the validation data"),
     )
 }
 

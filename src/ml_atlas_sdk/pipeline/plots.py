@@ -39,3 +39,19 @@ def _error_quantiles(values: np.ndarray | None, ref: np.ndarray) -> list[tuple[f
     if errors.size == 0:
         return []
     return list(zip(QUANTILES, np.quantile(errors, QUANTILES)))
+
+
+def write_activation_depth(out_dir: Path, modules: list[dict], limit: float) -> Path:
+    """log10 max |output| of each module in execution order beside log10 of FP16's max, so the
+    plot shows where along the network activations approach the limit. Modules whose outputs are
+    all zero have no logarithm and no row; nothing measured gives a header-only CSV."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "activations.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "module", "log10_max_abs", "log10_fp16_max"])
+        for step, figures in enumerate(modules):
+            if figures["max_abs"] > 0:
+                writer.writerow([step, figures["module"] or "<model>", f"{np.log10(figures['max_abs']):.6g}",
+                                 f"{np.log10(limit):.6g}"])
+    return path

@@ -13,11 +13,14 @@ from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
 from ml_atlas_sdk.metadata import BundleMetadata, ModelMetadata
 from ml_atlas_sdk.mlflow_model import log_onnx_model, register
 from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
+from ml_atlas_sdk.precision.hints import with_onnx_nodes
 from ml_atlas_sdk.provenance import versions
 
 
-def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str) -> dict[str, Any]:
-    return BundleMetadata.document(meta, export_used, versions(), source, schema_version)  # the consumer's schema too
+def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str,
+                      precision_hints: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return BundleMetadata.document(meta, export_used, versions(), source, schema_version,  # the consumer's schema too
+                                   precision_hints)
 
 
 def run_params(meta: ModelMetadata, export_used: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +51,8 @@ def run_tags(meta: ModelMetadata, manifest: Manifest, results: list[CheckResult]
 def build_bundle(inputs: BundleInputs, out_dir: Path) -> BuiltBundle:
     """Gate first (nothing is written for a refused bundle), then write every file into `out_dir`."""
     gate(inputs.results)
-    doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version)
+    hints = with_onnx_nodes(inputs.precision_hints, inputs.onnx)
+    doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version, hints)
     manifest = assemble_bundle(out_dir, inputs.onnx, inputs.tensor_files, doc, list(inputs.results), inputs.architecture_md)
     return BuiltBundle(out_dir, manifest, inputs.metadata, inputs.export_used, inputs.results, inputs.source,
                        inputs.schema_version)

@@ -13,6 +13,7 @@ from ml_atlas_sdk.pipeline.summary import summary_table
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import read_report, write_json
 from ml_atlas_sdk.settings import Settings
+from ml_atlas_sdk.steps.precision import HINTS
 from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 
@@ -23,7 +24,8 @@ def bundle_inputs(cfg: Settings) -> BundleInputs:
     tensor_files = {name: path for name, path in written.items() if path.is_file()}  # optional data may be absent
     tensor_files[tensor_file(VAL_OUTPUTS)] = CANONICAL_OUTPUTS
     return BundleInputs(ONNX_MODEL, tensor_files, ARCHDOC.read_text() if ARCHDOC.is_file() else None, cfg.metadata,
-                        read_export_info()["settings_used"], results, source_info(), cfg.bundle_schema_version)
+                        read_export_info()["settings_used"], results, source_info(), cfg.bundle_schema_version,
+                        precision_hints=read_report("precision").get(HINTS))
 
 
 def run_upload(cfg: Settings) -> None:
