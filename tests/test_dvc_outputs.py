@@ -52,6 +52,14 @@ def test_every_declared_output_exists_when_optional_inputs_are_absent(bare):
     assert (bare / "reports/plots/drift/ctr.csv").read_text().splitlines() == ["percentile,abs_err"]
     assert len(plots["reports/plots/roundtrip/ctr.csv"][0]["content"]["data"]["values"]) == 101
     assert list((bare / "build/archdoc").iterdir()) == []  # archdoc.source: null writes no document
+    # The precision stage ran: its report holds each module's range, the plot one point per module
+    # and column (activation, FP16 limit), and no calibration means coverage skipped.
+    precision = json.loads((bare / "reports/precision.json").read_text())
+    assert precision["verdicts"] == {"fp16_range": "passed", "fp16_roundtrip": "passed",
+                                     "int8_calibration_coverage": "skipped"}
+    assert precision["metrics"]["seconds"]["fp32_hooks"] > 0 and precision["metrics"]["seconds"]["fp16"] > 0
+    depth = plots["fp16_activation_range"][0]["content"]["data"]["values"]
+    assert len(depth) == 2 * len(precision["modules"]) > 0
     shown = json.loads(run(["dvc", "exp", "show", "--json"], bare).stdout)
     assert shown and shown[0]["rev"] == "workspace"
 

@@ -52,6 +52,9 @@ def test_full_usage_inside_an_active_run(tracking_uri, tmp_path):
     client = MlflowClient(tracking_uri)
     finished = client.get_run(run_id)
     assert finished.data.tags["atlas.skipped_checks"] == "sample_invariance"
+    # The demo is FP16- and INT8-ready: its calibration sample comes from the validation distribution.
+    assert {n: finished.data.tags[f"atlas.check.{n}"] for n in ("fp16_range", "fp16_roundtrip", "int8_calibration_coverage")} \
+        == dict.fromkeys(("fp16_range", "fp16_roundtrip", "int8_calibration_coverage"), "passed")
     assert finished.data.params["export.batch_size"] == "32"
     (version,) = client.search_model_versions("name='atlas-demo-ranker'")
     assert version.run_id == run_id

@@ -75,6 +75,8 @@ def test_conf_defaults_equal_the_schema_defaults(tmp_path):
     (_set("export", "dynamo", "true"), "export.dynamo: expected true or false, got the string 'true'"),
     (_set("checks", "skip", ["nan_inf", "typo"]), "checks.skip: unknown check name(s) ['typo']"),
     (lambda raw: raw.__setitem__("drift", 0.1), "drift: expected a mapping, got 0.1"),
+    (_set("precision", "fp16_margin", 70000.0), "precision.fp16_margin: expected a number < 65504"),
+    (_set("precision", "calib_max_outside_share", 1.5), "precision.calib_max_outside_share: expected a number <= 1"),
 ])
 def test_bad_settings_are_one_line_naming_the_key(mutate, expected):
     assert expected in _refused(mutate)

@@ -34,6 +34,8 @@ _EXPECTED = {
     "dict_type": "a mapping", "list_type": "a list",
 }
 
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
 
 def _explain(err: dict[str, Any], root: type[BaseModel]) -> str:
     kind, value = err["type"], err.get("input")
@@ -42,9 +44,8 @@ def _explain(err: dict[str, Any], root: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         known = _known_keys(root, err["loc"][:-1])
         return "unknown setting" + (f"; known: {known}" if known else "")
-    if kind in ("greater_than_equal", "greater_than"):
-        sign = ">=" if kind == "greater_than_equal" else ">"
-        return f"expected a number {sign} {next(iter(err['ctx'].values()))}, got {show_value(value)}"
+    if kind in _BOUNDS:
+        return f"expected a number {_BOUNDS[kind]} {next(iter(err['ctx'].values()))}, got {show_value(value)}"
     if kind == "string_too_short":
         return f"expected a non-empty string, got {show_value(value)}"
     if kind in _EXPECTED:
