@@ -1,14 +1,15 @@
 """What the precision checks cost: their share of an SDK build of the demo bundle.
 
-    .venv/bin/python bench/precision_share.py
+    .venv/bin/python bench/precision_share.py [builds]
 
-Builds the demo bundle in-process once (every step, no push, no archdoc) and prints the precision
+Builds the demo bundle in-process a few times (every step, no push, no archdoc) and prints the precision
 step's seconds as the step itself records them (FP32 pass with hooks, FP16 pass, calibration
 coverage) beside the whole build's, and their ratio: a ratio from one run is comparable across
 machines, absolute seconds are not.
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,28 +37,31 @@ def demo_bundle() -> AtlasArtifactBundle:
     )
 
 
-def main() -> None:
-    recorded = {}
+def main(repeats: int) -> None:
+    recorded: list[dict[str, float]] = []
     step = sdk.precision_step
 
     def keep_seconds(*args, **kwargs):  # the step's own timings, from the report it returns
         report = step(*args, **kwargs)
-        recorded.update(report.metrics["seconds"])
+        recorded.append(report.metrics["seconds"])
         return report
 
     sdk.precision_step = keep_seconds
     bundle = demo_bundle()
-    with tempfile.TemporaryDirectory() as tmp:
-        began = time.perf_counter()
-        sdk.build_in_process(bundle, Path(tmp))
-        total = time.perf_counter() - began
-    print(f"demo bundle, {len(bundle.val_inputs_df)} validation rows")
-    for part in ("fp32_hooks", "fp16", "calibration"):
-        print(f"  precision {part:<12} {recorded[part]:8.2f} s")
-    print(f"  precision total        {recorded['total']:8.2f} s")
-    print(f"sdk build total          {total:8.2f} s")
-    print(f"precision share          {recorded['total'] / total:8.1%}")
+    totals = []
+    for _ in range(repeats):  # the first build also pays for imports and warm-up
+        with tempfile.TemporaryDirectory() as tmp:
+            began = time.perf_counter()
+            sdk.build_in_process(bundle, Path(tmp))
+            totals.append(time.perf_counter() - began)
+    print(f"demo bundle, {len(bundle.val_inputs_df)} validation rows, {repeats} builds (median build shown)")
+    middle = sorted(range(repeats), key=lambda i: totals[i])[repeats // 2]
+    for part in ("fp32_hooks", "fp16", "calibration", "total"):
+        print(f"  precision {part:<12} {recorded[middle][part]:8.2f} s")
+    print(f"sdk build total          {totals[middle]:8.2f} s")
+    shares = sorted(r["total"] / t for r, t in zip(recorded, totals))
+    print(f"precision share          {shares[repeats // 2]:8.1%} (median; per build {', '.join(f'{x:.0%}' for x in shares)})")
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

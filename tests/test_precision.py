@@ -88,7 +88,7 @@ def test_a_module_that_cannot_run_in_half_is_named_and_the_roundtrip_skipped():
     model, meta = Mixer().eval(), _meta({"x": [-1, 4]}, {"y": [-1, 4]})
     inputs = {"x": torch.randn(10, 4)}
     canonical = run_canonical(model, inputs, ["x"], ["y"], 8, progress=False)
-    report = precision_step(model, inputs, canonical, None, meta, PrecisionSettings(), SkipPolicy([]))
+    report = precision_step(model, inputs, canonical, None, meta, PrecisionSettings(), SkipPolicy([]), 4)
     verdicts = report.to_dict()["verdicts"]
     assert (verdicts["fp16_range"], verdicts["fp16_roundtrip"]) == ("passed", "skipped")
     message = report.checks[1].message
@@ -99,7 +99,7 @@ def test_a_module_that_cannot_run_in_half_is_named_and_the_roundtrip_skipped():
 def _calibration_report(validation: dict[str, torch.Tensor], calibration: dict[str, torch.Tensor]):
     meta = _meta({"dense": [-1, 16], "tokens": [-1, 12]}, {"y": [-1]})
     skip = SkipPolicy(["fp16_range", "fp16_roundtrip"])  # coverage needs no forward pass
-    report = precision_step(nn.Identity(), validation, {}, calibration, meta, PrecisionSettings(), skip)
+    report = precision_step(nn.Identity(), validation, {}, calibration, meta, PrecisionSettings(), skip, 256)
     return report.checks[2]
 
 

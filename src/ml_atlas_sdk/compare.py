@@ -90,6 +90,15 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     return metrics
 
 
+def out_of_tolerance(actual: Any, reference: Any, tol: Tolerance) -> np.ndarray:
+    """Element-wise, for same-shaped arrays: True where compare_arrays counts an element out of tolerance."""
+    a, r = as_float64(actual), as_float64(reference)
+    p = pair(a, r)
+    out = p.mismatch.copy()
+    out[p.finite] = np.abs(a[p.finite] - r[p.finite]) > tol.atol + tol.rtol * np.abs(r[p.finite])
+    return out
+
+
 def describe_pairs(pairs: dict[str, int], actual: str, reference: str) -> list[str]:
     """'512 element(s) NaN in ONNX but finite in PyTorch', one phrase per kind of mismatch."""
     phrases = []

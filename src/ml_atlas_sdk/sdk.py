@@ -146,7 +146,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
     canonical_report.print_summary()
     precision_report = precision_step(bundle.model, inputs, canonical, tensorized.tensors.get(CALIBRATION_INPUTS), meta,
-                                      settings.precision, skip)
+                                      settings.precision, skip, settings.roundtrip.batch_size)
     precision_report.print_summary()
     export, ladder = settings.export_plan()
     tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size

@@ -122,7 +122,7 @@ class EscalationSettings(Section):
 class RoundtripSettings(Section):
     rtol: Tolerance = 0.01
     atol: Tolerance = 0.05
-    batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical forward run
+    batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical / precision forward run
 
     @property
     def tolerance(self):
@@ -143,7 +143,6 @@ class PrecisionSettings(Section):
     fp16_underflow_share: Share = 0.01
     fp16_rtol: Tolerance = 0.01
     fp16_atol: Tolerance = 0.01
-    batch_size: PositiveInt = 64  # rows per FP32/FP16 forward; one batch of every module's outputs is held
     calib_quantile: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] = 0.999
     calib_max_outside_share: Share = 0.001
     calib_max_quantile_gap: Tolerance = 0.1

@@ -75,7 +75,8 @@ def fp16_roundtrip(
     details = {"rtol": tol.rtol, "atol": tol.atol, "outputs": per_output, "first_departure": first_departure,
                "problems": bad}
     if bad:
-        first = f"; first module departing from FP32: {first_departure['shown']}" if first_departure else ""
+        first = (f"; first module departing from FP32: {first_departure['shown']}"
+                 if first_departure and first_departure.get("shown") else "")
         return Finding(False, "; ".join(bad) + first, details)
     largest = worst([m["max_abs_err"] for m in per_output.values()])
     return Finding(True, f"{len(per_output)} output(s) within rtol={tol.rtol}, atol={tol.atol} in FP16 "

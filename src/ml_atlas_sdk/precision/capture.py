@@ -83,13 +83,14 @@ OnOutput = Callable[[str, int, list[torch.Tensor]], None]  # module name, its ca
 
 class ModuleHooks:
     """A forward hook on every module of `model` while the block runs, removed afterwards;
-    `on_output` sees each module's floating outputs as it finishes, with its call number in the batch."""
+    `on_output` sees each module's floating outputs as it finishes, with its call number.
+    Set `active` to False to run the model meanwhile without reporting."""
 
     def __init__(self, model: torch.nn.Module, on_output: OnOutput):
         self.model, self.on_output = model, on_output
         self.names = {id(m): name for name, m in model.named_modules()}
-        self.types = {name: type(m).__name__ for name, m in model.named_modules()}
         self.calls: dict[str, int] = {}
+        self.active = True
         self._handles: list[Any] = []
 
     def __enter__(self) -> "ModuleHooks":
@@ -101,10 +102,9 @@ class ModuleHooks:
             handle.remove()
         self._handles.clear()
 
-    def start_batch(self) -> None:
-        self.calls.clear()
-
     def _finish(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if not self.active:
+            return
         name = self.names[id(module)]
         call = self.calls.get(name, 0)
         self.calls[name] = call + 1

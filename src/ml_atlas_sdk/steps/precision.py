@@ -1,7 +1,8 @@
 """The precision step: fp16_range, fp16_roundtrip and int8_calibration_coverage, and the hints.
 
-Cost: one FP32 pass with hooks and one FP16 pass over the validation rows (in lockstep, see
-precision/passes.py), none when both FP16 checks are skipped; the report records their seconds.
+Cost: one FP32 pass with hooks and one FP16 pass over the validation rows, `batch_size` rows per
+forward like the canonical outputs (precision/passes.py), none when both FP16 checks are skipped;
+the report records their seconds.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.precision.calibration import coverage
 from ml_atlas_sdk.precision.capture import FP16_MAX, shown
 from ml_atlas_sdk.precision.hints import hinted_modules, owning_module
-from ml_atlas_sdk.precision.passes import Passes, departure_dict, run_passes
+from ml_atlas_sdk.precision.passes import Passes, run_passes
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import PrecisionSettings
 
@@ -31,6 +32,7 @@ def precision_step(
     metadata: ModelMetadata,
     settings: PrecisionSettings,
     skip: SkipPolicy,
+    batch_size: int,
 ) -> StageReport:
     """reports/precision.json: the three checks; `modules` (per-module figures in execution order),
     `tensors` (per parameter and buffer) and `precision_hints` beside them."""
@@ -41,7 +43,7 @@ def precision_step(
     passes = Passes()
     if with_half or "fp16_range" not in skip:
         passes = run_passes(model, inputs, canonical, metadata.input_names, metadata.output_names,
-                            settings.batch_size, tol, with_half)
+                            batch_size, tol, with_half)
     names = {n: shown(n, passes.types) for n in passes.modules}
     modules = {n: s.to_dict() for n, s in passes.modules.items()}
     tensors = {n: s.to_dict() for n, s in passes.tensors.items()}
@@ -49,7 +51,7 @@ def precision_step(
                                   settings.fp16_underflow_share, skip=skip))
     per_output = ({n: compare_arrays(passes.half_outputs[n], canonical[n], tol) for n in metadata.output_names}
                   if passes.half_outputs is not None else {})
-    half = report.add(run_check("fp16_roundtrip", per_output, tol, departure_dict(passes.first_departure),
+    half = report.add(run_check("fp16_roundtrip", per_output, tol, passes.first_departure,
                                 passes.cannot_run_half, skip=skip))
     calib_began = time.perf_counter()
     figures = coverage(inputs, calibration, settings.calib_quantile) if calibration is not None else None
@@ -58,7 +60,7 @@ def precision_step(
     calib_seconds = time.perf_counter() - calib_began
 
     hints = _hints(ranges.details if ranges.verdict is Verdict.WARNED else {},
-                   passes.first_departure.module if half.verdict is Verdict.WARNED and passes.first_departure else None,
+                   (passes.first_departure or {}).get("module") if half.verdict is Verdict.WARNED else None,
                    list(passes.modules))
     report.metrics = {
         "fp16_max": FP16_MAX,

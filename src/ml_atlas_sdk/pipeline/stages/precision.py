@@ -19,6 +19,7 @@ def run_precision(cfg: Settings) -> None:
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     calibration_path = TENSORS_DIR / tensor_file(CALIBRATION_INPUTS)
     calibration = tio.load_tensors(calibration_path) if calibration_path.is_file() else None
-    report = precision_step(model, inputs, canonical, calibration, cfg.metadata, cfg.precision, cfg.checks.policy)
+    report = precision_step(model, inputs, canonical, calibration, cfg.metadata, cfg.precision, cfg.checks.policy,
+                            cfg.roundtrip.batch_size)
     write_activation_depth(PLOTS / "precision", report.extra["modules"], FP16_MAX)  # header-only when skipped
     finish(report)
