@@ -71,12 +71,8 @@ def run_passes(
             if half is None:
                 continue
             began = time.perf_counter()
-            try:
-                out16 = outputs_by_name(half(*_as_half(batch)), output_names)
-            except Exception as exc:  # an op without a Half kernel on CPU, or a dtype the model hard-codes
-                where = failing_module(exc.__traceback__, half)
-                result.cannot_run_half = (f"{shown(where or '', result.types)} cannot run in half precision on CPU: "
-                                          f"{describe(exc)}")
+            out16, result.cannot_run_half = _half_forward(half, batch, output_names, result.types)
+            if out16 is None:
                 half = None
                 continue
             for n in output_names:
@@ -84,9 +80,9 @@ def run_passes(
             if result.first_departure is None:
                 departing = _departing_rows(out16, {n: canonical[n][start:stop] for n in output_names}, tol)
                 if departing.numel():
-                    ranges.active = False  # the re-run rows were recorded once already
-                    result.first_departure = {**_first_departure(model, half, [t[departing] for t in batch], result, tol),
-                                              "rows": [start + int(i) for i in departing]}
+                    ranges.active = False  # these rows were recorded once already
+                    found = _first_departure(model, half, [t[departing] for t in batch], result.types, tol)
+                    result.first_departure = {**found, "rows": [start + int(i) for i in departing]}
                     ranges.active = True
             seconds["fp16"] += time.perf_counter() - began
     if half is not None:
@@ -97,6 +93,16 @@ def run_passes(
 
 def _as_half(batch: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.half() if t.is_floating_point() else t for t in batch]
+
+
+def _half_forward(half: torch.nn.Module, batch: list[torch.Tensor], output_names: Sequence[str],
+                  types: dict[str, str]) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """The half-precision copy's outputs on `batch`, or why it cannot run (naming the module)."""
+    try:
+        return outputs_by_name(half(*_as_half(batch)), output_names), None
+    except Exception as exc:  # an op without a Half kernel on CPU, or a dtype the model hard-codes
+        where = failing_module(exc.__traceback__, half) or ""
+        return None, f"{shown(where, types)} cannot run in half precision on CPU: {describe(exc)}"
 
 
 def _half_copy(model: torch.nn.Module) -> tuple[torch.nn.Module | None, str | None]:
@@ -118,7 +124,7 @@ def _departing_rows(actual: dict[str, torch.Tensor], reference: dict[str, torch.
     return torch.empty(0, dtype=torch.long) if bad is None else bad.nonzero().flatten()[:LOCALISE_ROWS]
 
 
-def _first_departure(model: torch.nn.Module, half: torch.nn.Module, rows: list[torch.Tensor], passes: Passes,
+def _first_departure(model: torch.nn.Module, half: torch.nn.Module, rows: list[torch.Tensor], types: dict[str, str],
                      tol: Tolerance) -> dict[str, Any]:
     """Both models on `rows` with every module's output held; the first module (in the FP32 run's
     execution order) whose FP16 output is out of tolerance of its FP32 one."""
@@ -139,7 +145,7 @@ def _first_departure(model: torch.nn.Module, half: torch.nn.Module, rows: list[t
         metrics = [compare_arrays(a, r, tol) for a, r in zip(actual, reference)]
         out_of_tol = sum(m["out_of_tol"] for m in metrics)
         if out_of_tol:
-            return {"module": name, "shown": shown(name, passes.types), "out_of_tol": out_of_tol,
+            return {"module": name, "shown": shown(name, types), "out_of_tol": out_of_tol,
                     "elements": sum(m["elements"] for m in metrics),
                     "max_abs_err": max(m["max_abs_err"] for m in metrics)}
-    return {"module": None, "shown": None}  # the outputs depart but no module's does (batch effects)
+    return {"module": None, "shown": None}  # the outputs depart but no module's does on these rows alone
