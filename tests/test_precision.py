@@ -124,3 +124,19 @@ def test_calibration_coverage_warns_on_a_narrow_sample_and_passes_a_representati
     representative = _sample(rng, 1024, 1.0, 1000)
     result = _calibration_report(validation, representative)
     assert result.verdict.value == "passed", result.message
+
+
+def test_hints_map_to_the_nodes_the_dynamo_exporter_made_from_the_module(tmp_path):
+    """Dynamo names nodes `node_matmul`; the module path is in the node's name_scopes metadata."""
+    import onnx
+
+    from ml_atlas_sdk.precision.hints import NAME_SCOPES, with_onnx_nodes
+
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(fp16_overflow.build_model(), (torch.zeros(2, fp16_overflow.SEQ, dtype=torch.long),), str(path),
+                      input_names=["tokens"], output_names=["logits"], opset_version=18, dynamo=True)
+    hints = with_onnx_nodes({"modules": [OVERFLOWING]}, path)
+    scopes = {n.name: p.value for n in onnx.load(str(path)).graph.node for p in n.metadata_props if p.key == NAME_SCOPES}
+    assert hints["modules"] == [OVERFLOWING] and hints["onnx_nodes"]
+    assert all(f"'{OVERFLOWING}'" in scopes[name] for name in hints["onnx_nodes"])
+    assert {name for name, s in scopes.items() if f"'{OVERFLOWING}'" in s} == set(hints["onnx_nodes"])
