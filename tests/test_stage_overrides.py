@@ -23,6 +23,10 @@ def test_each_stage_runs_alone_with_overrides_and_leaves_no_hydra_files(project)
     roundtrip = json.loads((project / "reports/roundtrip.json").read_text())
     assert roundtrip["checks"][0]["details"]["atol"] == 0.1
 
+    run(["python", "stages/precision.py", "checks.skip=[fp16_roundtrip]"], project)
+    precision = json.loads((project / "reports/precision.json").read_text())
+    assert precision["verdicts"]["fp16_roundtrip"] == "skipped" and precision["metrics"]["seconds"]["fp16"] == 0
+
     for stage in ("invariance", "drift", "archdoc"):
         run(["python", f"stages/{stage}.py"], project)
     run(["python", "stages/upload.py", "upload.dry_run=true"], project)

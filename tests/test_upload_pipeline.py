@@ -25,7 +25,8 @@ def _ran(stdout: str) -> set[str]:
 
 def test_fresh_clone_repro_pushes_a_complete_verified_bundle(project, tmp_path):
     first = run(["dvc", "repro"], project)
-    assert _ran(first.stdout) == {"model_code_models", "tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "archdoc", "upload"}
+    assert _ran(first.stdout) == {"model_code_models", "tensorize", "canonical_outputs", "precision", "export", "roundtrip", "invariance",
+                                  "drift", "archdoc", "upload"}
     assert "check" in first.stdout and "verdict" in first.stdout  # the end-of-run summary table
 
     (only,) = complete_runs(project)
@@ -91,7 +92,7 @@ def test_drift_refuses_upload_unless_skipped(project):
 
 
 def test_unreachable_tracking_uri_fails_with_one_clear_error(project):
-    run(["dvc", "repro", "roundtrip", "drift", "invariance", "archdoc"], project)
+    run(["dvc", "repro", "precision", "roundtrip", "drift", "invariance", "archdoc"], project)
     result = run(["python", "stages/upload.py", "mlflow.tracking_uri=http://s3cret@127.0.0.1:9"], project,
                  check=False, timeout=300)
     assert result.returncode == 1

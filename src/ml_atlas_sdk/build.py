@@ -22,7 +22,7 @@ __all__ = [
 
 # Stages whose checks gate the bundle, in pipeline order; validation_report.json lists checks in
 # this order whichever door built it, so the two doors write the same bytes.
-STAGE_ORDER = ("tensorize", "canonical_outputs", "precision", "export", "roundtrip", "invariance", "drift")
+STAGE_ORDER = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "precision")
 
 # data.<key> in params.yaml (the SDK's `<key>_df` argument) -> bundle file stem
 DATA_FILES = {"val_inputs": VAL_INPUTS, "val_outputs": VAL_OUTPUTS_USER, "calibration_inputs": CALIBRATION_INPUTS}

@@ -145,9 +145,6 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     inputs = tensorized.tensors[VAL_INPUTS]
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
     canonical_report.print_summary()
-    precision_report = precision_step(bundle.model, inputs, canonical, tensorized.tensors.get(CALIBRATION_INPUTS), meta,
-                                      settings.precision, skip, settings.roundtrip.batch_size)
-    precision_report.print_summary()
     export, ladder = settings.export_plan()
     tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
@@ -163,8 +160,11 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
                               settings.drift.tolerance_max_abs, skip)
     drift_report.print_summary()
-    reports = {r.stage: r for r in (tensorized.report, canonical_report, precision_report, export_report,
-                                    roundtrip_report, invariance_report, drift_report)}
+    precision_report = precision_step(bundle.model, inputs, canonical, tensorized.tensors.get(CALIBRATION_INPUTS), meta,
+                                      settings.precision, skip, settings.roundtrip.batch_size)
+    precision_report.print_summary()
+    reports = {r.stage: r for r in (tensorized.report, canonical_report, export_report, roundtrip_report,
+                                    invariance_report, drift_report, precision_report)}
     results = tuple(as_written([c for stage in STAGE_ORDER for c in reports[stage].checks]))
     doc = build_architecture_doc(bundle.model, onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
                                  settings.archdoc.cache_dir)
