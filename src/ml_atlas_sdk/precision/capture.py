@@ -94,7 +94,10 @@ class ModuleHooks:
         self._handles: list[Any] = []
 
     def __enter__(self) -> "ModuleHooks":
-        self._handles = [module.register_forward_hook(self._finish) for module in self.model.modules()]
+        for module in self.model.modules():
+            if isinstance(module, torch.jit.ScriptModule):  # refuses Python hooks; its outputs reach its parent
+                continue
+            self._handles.append(module.register_forward_hook(self._finish))
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -21,5 +21,5 @@ def run_precision(cfg: Settings) -> None:
     calibration = tio.load_tensors(calibration_path) if calibration_path.is_file() else None
     report = precision_step(model, inputs, canonical, calibration, cfg.metadata, cfg.precision, cfg.checks.policy,
                             cfg.roundtrip.batch_size)
-    write_activation_depth(PLOTS / "precision", report.extra["modules"], FP16_MAX)  # header-only when skipped
+    write_activation_depth(PLOTS / "precision", report.extra["modules"], FP16_MAX)  # header-only when no pass ran
     finish(report)
