@@ -87,6 +87,9 @@ class ExportSettings(Section):
     do_constant_folding: StrictBool = True
     dynamo: StrictBool = False
     batch_size: ExportBatch = 64
+    # Weights go to model.onnx.data beside the graph past this size (protobuf's limit is 2 GB); a
+    # smaller value exercises the same path on a small model.
+    external_data_above_mb: Annotated[float, Field(strict=True, gt=0, le=2048, allow_inf_nan=False)] = 2048
 
     @classmethod
     def from_used(cls, used: Mapping[str, Any]) -> "ExportSettings":
