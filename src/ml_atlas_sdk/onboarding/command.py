@@ -11,7 +11,8 @@ from ml_atlas_sdk.build import DATA_FILES
 from ml_atlas_sdk.checks import SkipPolicy, Verdict
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.models import canonical_model, load_model
-from ml_atlas_sdk.onboarding.conf_files import conf_paths, overrides, recompose, refuse_existing, switch_defaults, write_conf
+from ml_atlas_sdk.onboarding.conf_files import (conf_paths, overrides, recompose, refuse_existing, switched_config,
+                                               write_conf, write_config)
 from ml_atlas_sdk.onboarding.infer import Inferred, infer_metadata
 from ml_atlas_sdk.settings import ChecksSettings, DataSettings, ModelSource
 from ml_atlas_sdk.steps.tensorize import tensorize
@@ -61,11 +62,12 @@ def init_model(request: InitRequest, root: Path) -> None:
     data = DataSettings.from_config({key: files[key] for key in DATA_FILES}, "data")
     sections = {"model": source.model_dump(), "data": data.model_dump(),
                 "metadata": inferred.metadata.model_dump(exclude={"torch_version"})}
+    config = switched_config(root, request.name) if request.switch else None
     written = (f"Written by `atlas-bundle init {request.name}` from {request.factory or files['checkpoint']} and "
                f"{files['val_inputs']}.")
     write_conf(paths, sections, {"model": [written], "data": [written], "metadata": [written, *_review_lines(notes)]})
-    if request.switch:
-        switch_defaults(root, request.name)
+    if config is not None:
+        write_config(root, config)
     recompose(root, request.name, request.switch)
     _print_summary(request, inferred, paths, root, notes)
 
@@ -77,7 +79,8 @@ def _as_tensorize_sees_it(tables: dict, inferred: Inferred) -> list[str]:
     result = tensorize(stems, inferred.metadata, SkipPolicy([]), ChecksSettings().calib_min_rows)
     failed = [c for c in result.report.checks if c.name == "df_shape_dtype" and c.verdict is Verdict.FAILED]
     if failed:
-        raise AtlasInputError(f"the data disagrees with what forward showed: {failed[0].message}")
+        raise AtlasInputError(f"{stems[failed[0].subject][1]} disagrees with the metadata inferred from forward and "
+                              f"--val-inputs: {failed[0].message}")
     return [f"{c.label} {c.verdict.value}: {c.message}" for c in result.report.checks
             if c.verdict in (Verdict.WARNED, Verdict.FAILED)]
 
@@ -98,8 +101,8 @@ def _in_project(path: str | None, option: str, root: Path, notes: list[str]) -> 
 
 
 def _code_dirs(request: InitRequest, root: Path, notes: list[str]) -> list[str]:
-    if request.code_dirs is not None:
-        return list(request.code_dirs)
+    if request.code_dirs is not None:  # dvc.yaml digests each one, which DVC allows only inside the project
+        return [_in_project(d, "--code-dir", root, []) for d in request.code_dirs]
     module = (request.factory or "").partition(":")[0].split(".")[0]
     if module and ((root / CODE_DIR / f"{module}.py").is_file() or (root / CODE_DIR / module).is_dir()):
         notes.append(f"model.code_dirs: [{CODE_DIR}], where the factory's module {module!r} lives")
@@ -136,4 +139,4 @@ def _print_summary(request: InitRequest, inferred: Inferred, paths: dict[str, Pa
         print("review (also listed at the top of the metadata file):")
         for note in notes:
             print(f"  - {note}")
-    print("then: `dvc repro`, and commit conf/, params.yaml and dvc.lock")
+    print("then: `dvc repro` (and commit conf/ and params.yaml)")

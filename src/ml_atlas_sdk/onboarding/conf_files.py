@@ -52,17 +52,21 @@ def _item(key: str, value: Any) -> str:
     return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=flow, width=120)
 
 
-def switch_defaults(root: Path, name: str) -> None:
-    """Edit the three `- group: option` lines of the defaults list in place (comments stay)."""
-    path = root / CONFIG
-    text = path.read_text()
+def switched_config(root: Path, name: str) -> str:
+    """conf/config.yaml with its three `- group: option` defaults lines pointing at NAME (comments
+    stay); computed before anything is written, so a config init cannot edit refuses cleanly."""
+    text = (root / CONFIG).read_text()
     for group in GROUPS:
         line = re.compile(rf"^(\s*-\s*{group}\s*:\s*)[^\s#]+", re.MULTILINE)
         if len(line.findall(text)) != 1:
             raise AtlasInputError(f"{CONFIG}: no single '- {group}: ...' line in its defaults list to point at {name!r}; "
-                                  f"edit it by hand, or pass --no-switch and use the override")
+                                  "edit it by hand, or pass --no-switch and use the override")
         text = line.sub(lambda m: m.group(1) + name, text)
-    path.write_text(text)
+    return text
+
+
+def write_config(root: Path, text: str) -> None:
+    (root / CONFIG).write_text(text)
 
 
 def overrides(name: str) -> list[str]:

@@ -47,7 +47,7 @@ def input_names(model: torch.nn.Module, columns: list[str], where: str) -> tuple
     except (TypeError, ValueError):  # a forward written in C or wrapped opaquely
         return list(columns), [f"{owner}.forward's signature cannot be read: inputs follow the file's column order "
                                f"{list(columns)}"]
-    shown = f"{owner}.forward({', '.join(_shown(p) for p in params)})"
+    shown = f"{owner}.forward({_signature(params)})"
     needs_keyword = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if needs_keyword:
         raise AtlasInputError(f"{shown} needs keyword-only argument(s) {needs_keyword} without defaults, which init "
@@ -117,9 +117,16 @@ def _leaf_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _shown(p: inspect.Parameter) -> str:
-    prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
-    return prefix + p.name + ("=…" if p.default is not p.empty else "")
+def _signature(params: list[inspect.Parameter]) -> str:
+    """`x, mask=…, *, scale`: the parameters as the user wrote them, defaults elided."""
+    shown, starred = [], False
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY and not starred:
+            shown.append("*")
+        starred = starred or p.kind in (p.VAR_POSITIONAL, p.KEYWORD_ONLY)
+        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        shown.append(prefix + p.name + ("=…" if p.default is not p.empty else ""))
+    return ", ".join(shown)
 
 
 def _var_name(params: list[inspect.Parameter]) -> str:
