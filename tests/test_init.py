@@ -83,8 +83,8 @@ def onboarded(tmp_path_factory) -> dict:
     rng = np.random.default_rng(9)
     tokens = _padded(rng, rng.integers(1, zoo_models.VOCAB, (ROWS, SEQ))).astype(np.int32)
     _write_case(project, "zoo_gru", "gru", {"tokens": tokens}, {"tokens": "list"})
-    ranker = {"item_ids": rng.integers(1, zoo_models.VOCAB, (ROWS, 6)), "country": rng.integers(0, 20, ROWS).astype(np.int32),
-              "age": rng.uniform(0.18, 0.8, ROWS), "dense": rng.normal(size=(ROWS, 3))}
+    ranker = {"dense": rng.normal(size=(ROWS, 3)), "age": rng.uniform(0.18, 0.8, ROWS),  # not forward's order
+              "country": rng.integers(0, 20, ROWS).astype(np.int32), "item_ids": rng.integers(1, zoo_models.VOCAB, (ROWS, 6))}
     _write_case(project, "zoo_ranker", "bag_ranker_dict", ranker,
                 {"item_ids": "fixed_list", "country": "scalar", "age": "scalar", "dense": "list"})
     x = _padded(rng, rng.normal(size=(ROWS, STEPS, 8)).astype(np.float32))
@@ -109,7 +109,13 @@ def _metadata(project: Path, name: str) -> dict:
     return yaml.safe_load((project / "conf/metadata" / f"{name}.yaml").read_text())
 
 
-def _sdk_push(project: Path, name: str, tmp_path: Path, monkeypatch) -> tuple[Settings, str, str]:
+@pytest.fixture(scope="module")
+def sdk_store(tmp_path_factory) -> str:
+    """One sqlite store for the SDK pushes (a fresh one costs seconds of migrations)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('init-sdk') / 'mlflow.db'}"
+
+
+def _sdk_push(project: Path, name: str, uri: str, monkeypatch) -> tuple[Settings, str]:
     """The composition with NAME's override, validated, and pushed through the SDK door."""
     monkeypatch.chdir(project)  # model.code_dirs and data paths are relative to the project
     monkeypatch.syspath_prepend(str(project / "models"))
@@ -117,10 +123,9 @@ def _sdk_push(project: Path, name: str, tmp_path: Path, monkeypatch) -> tuple[Se
     frames = {key: pd.read_parquet(path) for key, path in settings.data.model_dump().items() if path}
     bundle = AtlasArtifactBundle(model=load_model(settings.model), metadata=settings.metadata,
                                  val_inputs_df=frames["val_inputs"], val_outputs_df=frames.get("val_outputs"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = push_to_mlflow(bundle, None, tracking_uri=uri, experiment="init")
     assert verify(run_id, uri) == []
-    return settings, run_id, uri
+    return settings, run_id
 
 
 def test_padded_tokens_become_a_dynamic_axis_and_the_defaults_switch(onboarded, monkeypatch):
@@ -153,7 +158,7 @@ def test_dvc_repro_pushes_what_init_wrote(onboarded, monkeypatch, capsys):
     assert cli(["verify", upload["run_id"], "--tracking-uri", uri]) == 0, capsys.readouterr().err
 
 
-def test_dict_outputs_are_named_by_their_keys(onboarded, tmp_path, monkeypatch):
+def test_dict_outputs_are_named_by_their_keys(onboarded, sdk_store, monkeypatch):
     project, printed = onboarded["project"], onboarded["printed"]["zoo_ranker"]
     meta = _metadata(project, "zoo_ranker")
     assert meta["input_names"] == ["item_ids", "country", "age", "dense"]  # forward's order
@@ -163,21 +168,21 @@ def test_dict_outputs_are_named_by_their_keys(onboarded, tmp_path, monkeypatch):
     assert meta["input_dtypes"] == {"item_ids": "int64", "country": "int64", "age": "float32", "dense": "float32"}
     # Every row has 6 items, so the axis stays fixed; EmbeddingBag takes any count, which init says.
     assert "item_ids[1]: length 6 in every row, kept fixed; forward also takes length 5" in printed
-    _sdk_push(project, "zoo_ranker", tmp_path, monkeypatch)
+    _sdk_push(project, "zoo_ranker", sdk_store, monkeypatch)
 
 
-def test_no_switch_prints_the_override_and_the_composition_pushes(onboarded, tmp_path, monkeypatch):
+def test_no_switch_prints_the_override_and_the_composition_pushes(onboarded, sdk_store, monkeypatch):
     """Tuple outputs named after the reference outputs' columns; the output axis that follows the
     padded input's length shares its name."""
     project, printed = onboarded["project"], onboarded["printed"]["zoo_lstm"]
     assert onboarded["no_switch_kept_defaults"]
     assert "dvc exp run -S model=zoo_lstm -S metadata=zoo_lstm -S data=zoo_lstm" in printed
-    settings, run_id, uri = _sdk_push(project, "zoo_lstm", tmp_path, monkeypatch)
+    settings, run_id = _sdk_push(project, "zoo_lstm", sdk_store, monkeypatch)
     meta = settings.metadata
     assert meta.output_names == ["tags", "last_hidden"]
     assert (meta.input_shapes, meta.output_shape) == ({"x": [-1, -1, 8]}, {"tags": [-1, -1, 4], "last_hidden": [-1, 16]})
     assert meta.axes_of("x") == meta.axes_of("tags") == {0: "batch", 1: "seq_len"}
-    assert MlflowClient(uri).get_run(run_id).data.tags["atlas.check.drift"] == "passed"
+    assert MlflowClient(sdk_store).get_run(run_id).data.tags["atlas.check.drift"] == "passed"
 
 
 # Refusals: in-process, on a folder holding only conf/config.yaml and the data.
