@@ -21,7 +21,6 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 class InputPlan:
     names: list[str]  # in the order forward takes them (inputs are passed by position)
     tensors: dict[str, torch.Tensor]  # what tensorize will make of the file (declared = policy defaults)
-    file_dtypes: dict[str, str]  # the Parquet leaf dtype, for saying where a cast happens
     notes: list[str]  # what the user should review
 
 
@@ -30,13 +29,13 @@ def plan_inputs(model: torch.nn.Module, table: pa.Table, where: str) -> InputPla
     for name in names:
         refuse_ragged(table.column(name), f"{where}: column {name!r}")
     tensors = table_to_tensors(table, names, where)
-    file_dtypes = {n: np.dtype(_leaf_type(table.schema.field(n).type).to_pandas_dtype()).name for n in names}
     for name in names:
+        held = np.dtype(_leaf_type(table.schema.field(name).type).to_pandas_dtype()).name
         used = str(tensors[name].dtype).removeprefix("torch.")
-        if file_dtypes[name] != used:
-            notes.append(f"input {name!r}: the file holds {file_dtypes[name]}, the bundle {used} (the dtype policy's "
-                         f"default); set input_dtypes.{name} if the graph should take another dtype")
-    return InputPlan(names, tensors, file_dtypes, notes)
+        if held != used:
+            notes.append(f"input {name!r}: the file holds {held}, the bundle {used} (the dtype policy's default); "
+                         f"set input_dtypes.{name} if the graph should take another dtype")
+    return InputPlan(names, tensors, notes)
 
 
 def input_names(model: torch.nn.Module, columns: list[str], where: str) -> tuple[list[str], list[str]]:
