@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # full sizes (~1 GB Parquet, 1M rows, a 2.3 GB model)
     .venv/bin/python bench/run.py --quick    # reduced sizes: the smoke test `make test` runs
-    .venv/bin/python bench/run.py --only tensorize,reruns
+    .venv/bin/python bench/run.py --only tensorize,pipeline
 
 Targets are ratios measured in one run on one machine, so they compare across machines where
 absolute seconds do not.

@@ -139,4 +139,4 @@ def _print_summary(request: InitRequest, inferred: Inferred, paths: dict[str, Pa
         print("review (also listed at the top of the metadata file):")
         for note in notes:
             print(f"  - {note}")
-    print("then: `dvc repro` (and commit conf/ and params.yaml)")
+    print("then: `dvc repro`, and commit conf/, params.yaml, dvc.lock and reports/ (README: What to commit)")
