@@ -47,7 +47,7 @@ def pipeline_figures(quick: bool) -> list[Figure]:
         figures += _doors("demo", demo, python(_SDK_DEMO, str(REPO / "tests"), f"sqlite:///{root / 'sdk-demo.db'}"),
                           root, limit=1.5)
         figures += _reruns(demo)
-        zoo_rows = 200 if quick else 2_000
+        zoo_rows = 96 if quick else 2_000
         zoo = _zoo_project(root / "bert", "bert", zoo_rows)
         sdk = python(_SDK_ZOO, str(REPO / "tests"), f"sqlite:///{root / 'sdk-bert.db'}", "bert", str(zoo_rows))
         figures += _doors(f"bert x{zoo_rows}", zoo, sdk, root, limit=1.15)
