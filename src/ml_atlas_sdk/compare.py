@@ -74,7 +74,7 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     p = pair(a, r)
     af, rf = a[p.finite], r[p.finite]
     abs_err = np.abs(af - rf)
-    too_far = int((abs_err > tol.atol + tol.rtol * np.abs(rf)).sum())
+    too_far = int(_beyond(abs_err, rf, tol).sum())
     out_of_tol = too_far + p.count
     metrics = {
         "elements": int(r.size),
@@ -88,6 +88,19 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     if p.pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
         metrics["non_finite_pairs"] = p.pairs
     return metrics
+
+
+def out_of_tolerance(actual: Any, reference: Any, tol: Tolerance) -> np.ndarray:
+    """Element mask of what compare_arrays counts as out of tolerance (same-shaped arrays)."""
+    a, r = as_float64(actual), as_float64(reference)
+    p = pair(a, r)
+    mask = p.mismatch.copy()
+    mask[p.finite] = _beyond(np.abs(a[p.finite] - r[p.finite]), r[p.finite], tol)
+    return mask
+
+
+def _beyond(abs_err: np.ndarray, ref: np.ndarray, tol: Tolerance) -> np.ndarray:
+    return abs_err > tol.atol + tol.rtol * np.abs(ref)
 
 
 def describe_pairs(pairs: dict[str, int], actual: str, reference: str) -> list[str]:
