@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO_ROOT, run
+from sdk_helpers import demo_model
 from ml_atlas_sdk.pipeline.params import compose_params, main as params_main
 
 
@@ -57,6 +58,13 @@ def test_exp_run_compares_settings_by_verdicts_and_metrics(project):
     assert set(outputs) == {"ctr", "logits"}
     assert max(m["frac_out_of_tol"] for m in outputs.values()) > 0
     assert metrics_of(strict, "export")["metrics"]["accepted"] is False
+    # The failed round-trip is localized (in the export stage's attempt too); the passing one is not.
+    localized = metrics_of(strict, "roundtrip")["localization"]
+    assert localized["status"] == "found" and localized["first_divergence"]["module"] in dict(demo_model().named_modules())
+    assert 0 < metrics_of(strict, "roundtrip")["metrics"]["localization_seconds"] < 10
+    strict_export = json.loads((project / "reports" / "export.json").read_text())  # the last experiment's, in the workspace
+    assert strict_export["attempts"][0]["localization"]["status"] == "found"
+    assert metrics_of(opset18, "roundtrip")["localization"]["status"] == "not_run"
 
     # `-S` overrides the Hydra composition, not the committed conf/.
     assert run(["git", "status", "--porcelain", "conf"], project).stdout == ""

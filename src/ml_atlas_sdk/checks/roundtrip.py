@@ -29,7 +29,8 @@ def roundtrip(
     if localization is not None:
         details["localization"] = localization
     if bad:
-        found = localization is not None and localization["status"] == "found"
-        return Finding(False, "; ".join(bad) + (f" | {localization['message']}" if found else ""), details)
+        # Where it starts, or why nobody could tell: the line a user reads first should say.
+        said = f" | {localization['message']}" if localization and localization["status"] != "not_run" else ""
+        return Finding(False, "; ".join(bad) + said, details)
     largest = worst([m["max_abs_err"] for m in per_output.values()])
     return Finding(True, f"{len(per_output)} output(s) within rtol={tol.rtol}, atol={tol.atol} (max_abs_err {largest:.3g})", details)

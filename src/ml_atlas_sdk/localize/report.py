@@ -10,7 +10,8 @@ def describe(found: dict[str, Any]) -> str:
     """One line saying where ONNX Runtime and PyTorch part ways (or why nobody looked)."""
     if found["status"] == "found":
         div, before = found["first_divergence"], found.get("before")
-        line = f"first divergence in {_module(div)} at ONNX node {div['onnx_node']!r} ({_op(div['op_type'], div.get('op_source'))}): {div['problem']}"
+        error = div["problem"].split(": ", 1)[-1]  # the problem line starts with the module's name, said already
+        line = f"first divergence in {_module(div)} at ONNX node {div['onnx_node']!r} ({_op(div['op_type'], div.get('op_source'))}): {error}"
         line += f"; just before, {_module(before, brief=True)} agreed (max_abs_err {before['max_abs_err']:.3g})" if before else ""
         return line + _suspects("ops in between", found.get("suspect_ops"))
     if found["status"] == "not_found":

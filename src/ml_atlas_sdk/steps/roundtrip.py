@@ -49,7 +49,6 @@ def roundtrip_model(
             localization = not_run("no model to compare with")
         else:
             localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata, tol, localize_rows)
-            print(f"[roundtrip] localized: {localization['message']}", flush=True)
         result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization), skip=skip)
     report.add(result)
     report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "outputs": per_output,
