@@ -86,6 +86,21 @@ def test_names_the_module_where_nan_first_appears(tmp_path):
     assert "NaN in ONNX but finite in PyTorch" in where["problem"]
 
 
+def test_a_break_outside_every_compared_module_is_bracketed(tmp_path):
+    """Every submodule agrees; the break is in the forward of a model with two outputs."""
+    meta = ModelMetadata(**{**fixture.metadata(), "output_names": ["first", "second"],
+                            "output_shape": {"first": [-1, fixture.CLASSES], "second": [-1, fixture.CLASSES]},
+                            "dynamic_axes": {"x": {0: "batch"}, "first": {0: "batch"}, "second": {0: "batch"}}})
+    inputs = {"x": torch.randn(ROWS, fixture.FEATURES, generator=torch.Generator().manual_seed(5))}
+    torch.manual_seed(0)
+    _, report = export_and_roundtrip(fixture.TwoHeads().eval(), inputs, meta, tmp_path, dynamo=True)
+    found = report.extra["localization"]
+    assert found["status"] == "not_found" and found["compared"] == 3, found["message"]
+    add = [op for op in found["suspect_ops"] if op["op_type"] == "Add"]
+    assert add and add[0]["module"] == "" and add[0]["op_source"].endswith(f":{marked_line('outside every submodule')}")
+    assert "outside every compared module" in report.checks[0].message
+
+
 def test_a_passing_model_never_runs_localization(tmp_path):
     built = []
     model = fixture.build_model(None)

@@ -89,8 +89,12 @@ def localize(model: torch.nn.Module, onnx_path, inputs: dict[str, torch.Tensor],
     last = _last_node_of_each_module(nodes, scopes)
     sample = slice_rows(inputs, rows)
     calls = module_calls(model, [sample[n] for n in metadata.input_names], modules)
+    takers: dict[int, list[ModuleCall]] = {}  # tensor id -> the calls it was given to
+    for call in calls.values():
+        for given in call.input_ids:
+            takers.setdefault(given, []).append(call)
     matched = sorted(
-        (last[path], call.order, path, _through_folded(call, calls, last))
+        (last[path], call.order, path, _through_folded(call, takers, last))
         for path, call in calls.items() if path in last and call.output is not None
     )
     values = intermediate_values(onnx_path, [nodes[i].output[0] for i, *_ in matched],
@@ -102,24 +106,30 @@ def localize(model: torch.nn.Module, onnx_path, inputs: dict[str, torch.Tensor],
             continue  # the scope's last node is not what the module returned
         metrics = compare_arrays(onnx_value, torch_call.output, tol)
         trail.append(_entry(len(trail), index, nodes[index], path, model, folded, metrics))
+    return {**_verdict(trail, nodes, scopes, model), "rows": list(rows), "trail": [_plot_row(e) for e in trail]}
+
+
+def _verdict(trail: list[dict[str, Any]], nodes, scopes, model: torch.nn.Module) -> dict[str, Any]:
+    """The first compared value out of tolerance, the one just before it and the ops in between;
+    or, when every one agrees, the last of them and the ops after it."""
     first = next((k for k, e in enumerate(trail) if e["metrics"]["out_of_tol"]), None)
-    found: dict[str, Any] = {"status": "found" if first is not None else "not_found", "rows": list(rows),
-                             "compared": len(trail)}
     if first is None:
-        before = trail[-1] if trail else None
+        found: dict[str, Any] = {"status": "not_found", "compared": len(trail), "before": _public(trail[-1]) if trail else None}
+        # No module's output disagrees: what is left is the code outside them (the forward of a model
+        # with several outputs, which is not compared as one module).
+        compared = [e["module"] for e in trail]
+        found["suspect_ops"] = _ops(nodes, scopes, range(len(nodes)), lambda scope: scope is not None and not any(map(_within(scope), compared)))
     else:
-        before = trail[first - 1] if first > 0 else None
-    if first is not None:
-        div = trail[first]
-        found["first_divergence"] = {**_public(div), "op_source": op_source(nodes[div["node_index"]]),
-                                     "problem": problem(div["module"] or type(model).__name__, div["metrics"], ONNX, PYTORCH)}
-    found["before"] = _public(before) if before else None
-    # What ran between the last agreeing value and the first disagreeing one (or the graph's end).
-    found["suspect_ops"] = _suspects(nodes, scopes, before["node_index"] if before else -1,
-                                     trail[first]["node_index"] if first is not None else len(nodes) - 1,
-                                     trail[first]["module"] if first is not None else None)
+        before, div = (trail[first - 1] if first else None), trail[first]
+        label = div["module"] or type(model).__name__
+        found = {"status": "found", "compared": len(trail),
+                 "first_divergence": {**_public(div), "op_source": op_source(nodes[div["node_index"]]),
+                                      "problem": problem(label, div["metrics"], ONNX, PYTORCH)},
+                 "before": _public(before) if before else None}
+        # What the diverging module ran since the value compared just before.
+        since = range(before["node_index"] + 1 if before else 0, div["node_index"] + 1)
+        found["suspect_ops"] = _ops(nodes, scopes, since, lambda scope: _within(scope)(div["module"]))
     found["message"] = describe(found)
-    found["trail"] = [_plot_row(e) for e in trail]
     return found
 
 
@@ -135,13 +145,14 @@ def _last_node_of_each_module(nodes: Sequence[onnx.NodeProto], scopes: Sequence[
     return last
 
 
-def _through_folded(call: ModuleCall, calls: Mapping[str, ModuleCall], last: Mapping[str, int]) -> tuple[ModuleCall, list[str]]:
+def _through_folded(call: ModuleCall, takers: Mapping[int, list[ModuleCall]],
+                    last: Mapping[str, int]) -> tuple[ModuleCall, list[str]]:
     """Follow modules with no ONNX node of their own that took this module's output (a BatchNorm the
     exporter folded into the Conv before it): the node computes what the last of them returned."""
     folded = []
     while True:
-        taker = next((c for c in calls.values() if c.path not in last and c.output is not None
-                      and call.output_id in c.input_ids and c.order > call.order), None)
+        taker = next((c for c in takers.get(call.output_id, []) if c.path not in last and c.output is not None
+                      and c.order > call.order), None)
         if taker is None:
             return call, folded
         if not torch.equal(taker.output, call.output):  # an Identity or Dropout changes nothing worth naming
@@ -162,14 +173,14 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
     return {**shown, **{k: entry["metrics"][k] for k in _ERROR_KEYS}}
 
 
-def _suspects(nodes, scopes, after: int, upto: int, module: str | None) -> list[dict[str, Any]]:
-    """Ops after node `after` up to node `upto` inside `module`'s scope (anywhere when None)."""
-    picked = []
-    for index in range(after + 1, upto + 1):
-        node, scope = nodes[index], scopes[index]
-        inside = module is None or (scope is not None and (not module or scope == module or scope.startswith(module + ".")))
-        if inside and node.op_type not in _NO_VALUE:
-            picked.append({"onnx_node": node.name, "op_type": node.op_type, "module": scope, "op_source": op_source(node)})
+def _within(scope: str | None) -> Callable[[str], bool]:
+    """Whether a node of `scope` ran inside the module at a given path ("" holds every scoped node)."""
+    return lambda path: scope is not None and (not path or scope == path or scope.startswith(path + "."))
+
+
+def _ops(nodes, scopes, indices, keep: Callable[[str | None], bool]) -> list[dict[str, Any]]:
+    picked = [{"onnx_node": nodes[i].name, "op_type": nodes[i].op_type, "module": scopes[i], "op_source": op_source(nodes[i])}
+              for i in indices if nodes[i].op_type not in _NO_VALUE and keep(scopes[i])]
     return picked[:MAX_SUSPECTS]
 
 

@@ -18,8 +18,9 @@ def describe(found: dict[str, Any]) -> str:
         last = found.get("before")
         if not last:
             return "no ONNX value could be matched to a module's output, so nothing inside the network was compared"
-        return (f"all {found['compared']} compared module output(s) agree; the outputs go wrong after "
-                f"{_module(last, brief=True)} (ONNX node {last['onnx_node']!r})" + _suspects("ops after it", found.get("suspect_ops")))
+        return (f"all {found['compared']} compared module output(s) agree (the last: {_module(last, brief=True)}, "
+                f"ONNX node {last['onnx_node']!r}), so the outputs go wrong outside them"
+                + _suspects("ops outside every compared module", found.get("suspect_ops")))
     return found["message"]
 
 
