@@ -1,7 +1,8 @@
 """Where a failed round-trip first goes wrong: each module's output in PyTorch against the ONNX value
 its scope ends with, in graph order, on a few of the rows that failed.
 
-A module's ONNX counterpart is the output of the last node in its scope (its own nodes and its
+A value is out of tolerance by the round-trip's rule, with atol scaled down to the value's own
+magnitude (see scaled_tolerance). A module's ONNX counterpart is the output of the last node in its scope (its own nodes and its
 children's). The TorchScript exporter folds a BatchNorm into the Conv before it, so the Conv's
 node then computes what the BatchNorm returned: a module with no nodes that took a compared
 module's output is followed, and its output is what that node is compared with.
@@ -16,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from ml_atlas_sdk.compare import Tolerance, compare_arrays, out_of_tolerance, problem
+from ml_atlas_sdk.compare import Tolerance, as_float64, compare_arrays, out_of_tolerance, problem
 from ml_atlas_sdk.localize.onnx_side import intermediate_values, node_scope, op_source
 from ml_atlas_sdk.localize.report import describe
 from ml_atlas_sdk.localize.torch_side import ModuleCall, forward_source, module_calls
@@ -27,7 +28,7 @@ from ml_atlas_sdk.user_errors import describe as describe_exception
 
 MAX_SUSPECTS = 12  # ops listed between the last agreeing value and the first disagreeing one
 _NO_VALUE = {"Constant"}  # never a module's output
-_ERROR_KEYS = ("max_abs_err", "out_of_tol", "frac_out_of_tol", "non_finite_mismatch")
+_ERROR_KEYS = ("max_abs_err", "out_of_tol", "frac_out_of_tol", "non_finite_mismatch", "atol")
 
 
 def not_run(reason: str) -> dict[str, Any]:
@@ -104,9 +105,20 @@ def localize(model: torch.nn.Module, onnx_path, inputs: dict[str, torch.Tensor],
         onnx_value = values[nodes[index].output[0]]
         if tuple(onnx_value.shape) != tuple(torch_call.output.shape):
             continue  # the scope's last node is not what the module returned
-        metrics = compare_arrays(onnx_value, torch_call.output, tol)
+        value_tol = scaled_tolerance(torch_call.output, tol)
+        metrics = {**compare_arrays(onnx_value, torch_call.output, value_tol), "atol": value_tol.atol}
         trail.append(_entry(len(trail), index, nodes[index], path, model, folded, metrics))
     return {**_verdict(trail, nodes, scopes, model), "rows": list(rows), "trail": [_plot_row(e) for e in trail]}
+
+
+def scaled_tolerance(reference: torch.Tensor, tol: Tolerance) -> Tolerance:
+    """The round-trip's tolerance for a value inside the network: atol is in the outputs' units, so
+    a value whose elements are all about 0.01 could be half wrong within atol=0.05. There atol
+    shrinks to rtol times the value's RMS; it never grows, so what fails the outputs' test fails here."""
+    ref = as_float64(reference)
+    finite = ref[np.isfinite(ref)]
+    rms = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
+    return Tolerance(rtol=tol.rtol, atol=min(tol.atol, tol.rtol * rms))
 
 
 def _verdict(trail: list[dict[str, Any]], nodes, scopes, model: torch.nn.Module) -> dict[str, Any]:

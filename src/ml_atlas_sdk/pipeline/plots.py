@@ -41,7 +41,7 @@ def _error_quantiles(values: np.ndarray | None, ref: np.ndarray) -> list[tuple[f
     return list(zip(QUANTILES, np.quantile(errors, QUANTILES)))
 
 
-LOCALIZATION_COLUMNS = ("depth", "frac_out_of_tol", "max_abs_err", "non_finite_mismatch", "out_of_tol", "module",
+LOCALIZATION_COLUMNS = ("depth", "frac_out_of_tol", "max_abs_err", "non_finite_mismatch", "out_of_tol", "atol", "module",
                         "onnx_node", "op_type")
 
 

@@ -1,10 +1,11 @@
-"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs."""
+"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs (the model is
+built only to localize a failure)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, VAL_INPUTS_FILE
-from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles, write_localization
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
