@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO_ROOT, project_env, run
+from sdk_helpers import demo_model
 from ml_atlas_sdk.pipeline.params import compose_params, main as params_main
 
 
@@ -64,6 +65,13 @@ def test_exp_run_compares_settings_by_verdicts_and_metrics(project):
     assert max(m["frac_out_of_tol"] for m in outputs.values()) > 0
     assert metrics_of(strict, "export")["metrics"]["accepted"] is False
     assert metrics_of(strict, "export")["metrics"]["attempts"] == 6  # the whole ladder was tried
+    # The failed round-trip is localized (in the export stage's attempts too); the passing one is not.
+    localized = metrics_of(strict, "roundtrip")["localization"]
+    assert localized["status"] == "found" and localized["first_divergence"]["module"] in dict(demo_model().named_modules())
+    assert 0 < metrics_of(strict, "roundtrip")["metrics"]["localization_seconds"] < 10
+    strict_export = json.loads((project / "reports" / "export.json").read_text())  # the last experiment's, in the workspace
+    assert all(a["localization"]["status"] == "found" for a in strict_export["attempts"])
+    assert metrics_of(opset18, "roundtrip")["localization"]["status"] == "not_run"
 
     # The README's comparison fits a 120-column terminal: one row per experiment with its changed
     # settings, accepted step, round-trip verdict and worst error, nothing cut to "…".

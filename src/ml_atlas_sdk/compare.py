@@ -74,7 +74,7 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     p = pair(a, r)
     af, rf = a[p.finite], r[p.finite]
     abs_err = np.abs(af - rf)
-    allowed = tol.atol + tol.rtol * np.abs(rf)
+    allowed = _allowed(rf, tol)
     too_far = int((abs_err > allowed).sum())
     out_of_tol = too_far + p.count
     metrics = {
@@ -100,6 +100,20 @@ def _tol_usage(abs_err: np.ndarray, allowed: np.ndarray, non_finite_mismatch: in
     with np.errstate(divide="ignore", invalid="ignore"):
         usage = np.where(abs_err == 0, 0.0, abs_err / allowed)  # zero tolerance: any error is inf
     return float(usage.max(initial=0.0))
+
+
+def out_of_tolerance(actual: Any, reference: Any, tol: Tolerance) -> np.ndarray:
+    """Element mask of what compare_arrays counts as out of tolerance (same-shaped arrays)."""
+    a, r = as_float64(actual), as_float64(reference)
+    p = pair(a, r)
+    mask = p.mismatch.copy()
+    mask[p.finite] = np.abs(a[p.finite] - r[p.finite]) > _allowed(r[p.finite], tol)
+    return mask
+
+
+def _allowed(ref: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """The one tolerance rule: |actual - reference| may reach atol + rtol * |reference|."""
+    return tol.atol + tol.rtol * np.abs(ref)
 
 
 def describe_pairs(pairs: dict[str, int], actual: str, reference: str) -> list[str]:

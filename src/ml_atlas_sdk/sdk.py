@@ -149,11 +149,13 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
     outcome, export_report = export_model(bundle.model, inputs, canonical, meta, export, ladder,
-                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip)
+                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip,
+                                          settings.roundtrip.localize_rows)
     export_report.stop().print_summary()
     require_exported_model(outcome, "see the attempts printed above")
     roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, meta, tol, rows_per_run,
-                                          len(outcome.sample_rows), skip)
+                                                     len(outcome.sample_rows), skip, lambda: bundle.model,
+                                                     settings.roundtrip.localize_rows)
     roundtrip_report.stop().print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
     invariance_report.stop().print_summary()

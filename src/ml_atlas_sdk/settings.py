@@ -125,6 +125,7 @@ class RoundtripSettings(Section):
     rtol: Tolerance = 0.01
     atol: Tolerance = 0.05
     batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical forward run
+    localize_rows: Annotated[StrictInt, Field(ge=0)] = 8  # failing rows a failed round-trip is localized on; 0 = never
 
     @property
     def tolerance(self):

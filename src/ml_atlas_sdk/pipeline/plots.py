@@ -37,3 +37,19 @@ def read_error_quantiles(out_dir: Path) -> dict[str, Curve]:
         with open(path, newline="") as handle:
             curves[path.stem] = [(float(row["percentile"]), float(row["abs_err"])) for row in csv.DictReader(handle)]
     return curves
+
+
+LOCALIZATION_COLUMNS = ("depth", "frac_out_of_tol", "max_abs_err", "non_finite_mismatch", "out_of_tol", "atol", "module",
+                        "onnx_node", "op_type")
+
+
+def write_localization(out_dir: Path, localization: dict) -> Path:
+    """Error along the network's depth: one row per module output compared in graph order
+    (`frac_out_of_tol` stays 0 until the first divergence). Header only when nothing was localized."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "error_by_depth.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOCALIZATION_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(localization.get("trail", []))
+    return path
