@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project_copy, run, set_params
+from conftest import REPO_ROOT, make_project_copy, run, set_params
 from ml_atlas_sdk import AtlasArtifactBundle
 from ml_atlas_sdk.build import DATA_FILES, STAGE_ORDER, TENSOR_FILES, VAL_OUTPUTS, sdk_argument, tensor_file
 from ml_atlas_sdk.errors import AtlasInputError
@@ -72,3 +72,10 @@ def test_sdk_error_names_the_argument_the_user_passed():
                                  val_outputs_df=outputs.drop(columns=outputs.columns[0]), architecture_doc=None)
     with pytest.raises(AtlasInputError, match=r"^val_outputs_df: missing column"):
         build_in_process(bundle, Path("/nonexistent-never-written"))
+
+
+def test_this_repository_tracks_no_build_results():
+    """README 'What to commit': src/ is a dependency of every stage, so a committed demo dvc.lock or
+    report would go stale with each code change; user projects commit theirs."""
+    tracked = run(["git", "ls-files", "dvc.lock", "reports", "build", "mlflow.db"], REPO_ROOT).stdout.split()
+    assert tracked == []

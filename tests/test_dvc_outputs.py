@@ -51,6 +51,8 @@ def test_every_declared_output_exists_when_optional_inputs_are_absent(bare):
     assert plots["reports/plots/drift/ctr.csv"] == [] and plots["reports/plots/drift/logits.csv"] == []
     assert (bare / "reports/plots/drift/ctr.csv").read_text().splitlines() == ["percentile,abs_err"]
     assert len(plots["reports/plots/roundtrip/ctr.csv"][0]["content"]["data"]["values"]) == 101
+    # A passing round-trip is not localized: its depth plot is a header with no points.
+    assert plots["reports/plots/localization/error_by_depth.csv"] == []
     assert list((bare / "build/archdoc").iterdir()) == []  # archdoc.source: null writes no document
     # The precision stage ran: its report holds each module's range, the plot one point per module
     # and column (activation, FP16 limit), and no calibration means coverage skipped.

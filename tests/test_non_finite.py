@@ -118,6 +118,9 @@ def test_export_ladder_and_roundtrip_refuse_the_model(tmp_path):
     assert len(tried) == 1 + len(defaults.ESCALATION_LADDER)  # dynamo too: no step escapes the NaN
     assert all(a.status == "roundtrip_failed" and NAN_MESSAGE in a.error for a in tried), [a.error for a in tried]
     assert all("batch size 1: logits: 3 element(s) NaN in ONNX" in a.error for a in tried)
+    # Every attempt, TorchScript and dynamo alike, is traced to where NaN first appears: the model's own forward.
+    assert all(a.localization["first_divergence"]["module"] == "" for a in tried), [a.localization for a in tried]
+    assert all(a.localization["first_divergence"]["module_type"] == "NanUnderExport" for a in tried)
     assert not outcome.accepted and onnx_path.is_file()  # the closest one is kept for the roundtrip stage
     rt_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, TOL, defaults.ROWS_PER_RUN, 8, skip)
     result = rt_report.checks[0]
@@ -146,6 +149,7 @@ def test_sdk_door_refuses_to_push_naming_roundtrip(tmp_path, monkeypatch):
     with pytest.raises(AtlasBundleError) as refused:
         push_to_mlflow(_bundle(), None, tracking_uri=uri, experiment="nan")
     assert "roundtrip: " + NAN_MESSAGE in str(refused.value)
+    assert "first divergence in the model itself (NanUnderExport, " in str(refused.value)
     assert MlflowClient(uri).get_experiment_by_name("nan") is None  # no run, not even an empty one
     assert not (tmp_path / "mlartifacts").exists()
 

@@ -33,6 +33,8 @@ CASES = {
     "neither": {"data": {"val_outputs": None, "calibration_inputs": None}},
     "checks_skip_all": {"checks": {"skip": True}},
     "escalation_disabled": {"escalation": {"enabled": False}},
+    # The > 2 GB path at reduced scale: weights in model.onnx.data through export, checks, upload, verify.
+    "external_data": {"export": {"external_data_above_mb": 0.01}},
     "checkpoint_trusted": {"model": {**CHECKPOINT_MODEL, "trust_pickle": True}},
     "checkpoint_untrusted": {"model": CHECKPOINT_MODEL},
 }
@@ -84,6 +86,13 @@ def test_repro_pushes_a_verified_bundle(matrix, case):
         assert plots_json(project)["reports/plots/roundtrip/ctr.csv"] == []  # headed, empty, accepted by DVC
     if case == "escalation_disabled":
         assert json.loads((project / "reports/export.json").read_text())["metrics"]["attempts"] == 1
+    assert ("model.onnx.data" in files) == (case == "external_data")
+    if case == "external_data":
+        bundle = project / "build/bundle/atlas"
+        assert (bundle / "model.onnx").stat().st_size < 10 * 1024 < (bundle / "model.onnx.data").stat().st_size
+        assert "model.onnx.data" in json.loads((bundle / "manifest.json").read_text())["files"]
+        invariance = json.loads((project / "reports/invariance.json").read_text())
+        assert invariance["verdicts"]["sample_invariance"] == "passed"  # both slices name the same data file
 
 
 def test_untrusted_checkpoint_is_refused_in_one_line(matrix):

@@ -130,7 +130,8 @@ def test_hints_map_to_the_nodes_the_dynamo_exporter_made_from_the_module(tmp_pat
     """Dynamo names nodes `node_matmul`; the module path is in the node's name_scopes metadata."""
     import onnx
 
-    from ml_atlas_sdk.precision.hints import NAME_SCOPES, with_onnx_nodes
+    from ml_atlas_sdk.localize.onnx_side import NAME_SCOPES
+    from ml_atlas_sdk.precision.hints import with_onnx_nodes
 
     path = tmp_path / "model.onnx"
     torch.onnx.export(fp16_overflow.build_model(), (torch.zeros(2, fp16_overflow.SEQ, dtype=torch.long),), str(path),

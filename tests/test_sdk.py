@@ -60,6 +60,20 @@ def test_full_usage_inside_an_active_run(tracking_uri, tmp_path):
     assert version.run_id == run_id
     files = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "atlas")}
     assert {"calibration_inputs.pt", "val_outputs_user.pt"} <= files and "architecture.md" not in files
+    assert not any(f.endswith(".png") for f in files)  # atlas/ is exactly the SPEC bundle
+
+    # Beside the bundle: metrics for the compare view, the error pictures, the verdict table.
+    metrics = finished.data.metrics
+    for output in demo_metadata().output_names:
+        assert 0 <= metrics[f"roundtrip.{output}.max_abs_err"] < 1e-4
+        assert 0 <= metrics[f"roundtrip.{output}.tol_usage"] < 1
+        assert metrics[f"drift.{output}.mse"] >= 0
+    assert metrics["export.accepted_step"] == 0 and metrics["export.attempts"] == 1
+    assert {f"seconds.{s}" for s in ("tensorize", "export", "roundtrip", "drift")} <= set(metrics)
+    pictures = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert pictures == {"plots/roundtrip_error_quantiles.png", "plots/drift_error_quantiles.png"}
+    note = finished.data.tags["mlflow.note.content"]
+    assert "| roundtrip | passed |" in note and "| sample_invariance | skipped |" in note
 
     predicted = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(
         {n: t.numpy() for n, t in torch.load(resolve(run_id, tracking_uri, tmp_path / "cache").path / "val_inputs.pt",

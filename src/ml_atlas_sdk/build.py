@@ -13,6 +13,7 @@ from ml_atlas_sdk.bundle import (
 )
 from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.run_record import RunRecord
 
 __all__ = [
     "ARCHITECTURE", "BUNDLE_DIR_NAME", "MANIFEST", "METADATA", "MODEL_ONNX", "TENSOR_FILES", "VALIDATION_REPORT",
@@ -45,12 +46,13 @@ class BundleInputs:
     results: tuple[CheckResult, ...]  # in STAGE_ORDER
     source: dict[str, Any]  # provenance.source_info()
     schema_version: str
+    record: RunRecord = RunRecord()  # metrics and error curves for the run, beside the bundle
     precision_hints: dict[str, list[str]] | None = None  # {"modules": [...]}; ONNX nodes are added from `onnx`
 
 
 @dataclass(frozen=True)
 class BuiltBundle:
-    """A gated, written bundle folder and what publish records about it (run params and tags)."""
+    """A gated, written bundle folder and what publish records about it (params, tags, metrics)."""
 
     dir: Path
     manifest: Manifest
@@ -59,3 +61,4 @@ class BuiltBundle:
     results: tuple[CheckResult, ...]
     source: dict[str, Any]
     schema_version: str
+    record: RunRecord = RunRecord()

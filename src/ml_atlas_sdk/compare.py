@@ -70,11 +70,12 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     if a.shape != r.shape:
         return {"elements": int(r.size), "shape_mismatch": 1, "actual_shape": list(a.shape), "reference_shape": list(r.shape),
                 "max_abs_err": float("inf"), "max_rel_err": float("inf"), "mean_abs_err": float("inf"),
-                "out_of_tol": int(r.size), "frac_out_of_tol": 1.0, "non_finite_mismatch": 0}
+                "out_of_tol": int(r.size), "frac_out_of_tol": 1.0, "non_finite_mismatch": 0, "tol_usage": float("inf")}
     p = pair(a, r)
     af, rf = a[p.finite], r[p.finite]
     abs_err = np.abs(af - rf)
-    too_far = int((abs_err > tol.atol + tol.rtol * np.abs(rf)).sum())
+    allowed = _allowed(rf, tol)
+    too_far = int((abs_err > allowed).sum())
     out_of_tol = too_far + p.count
     metrics = {
         "elements": int(r.size),
@@ -84,19 +85,35 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
         "out_of_tol": out_of_tol,
         "frac_out_of_tol": out_of_tol / r.size if r.size else 0.0,
         "non_finite_mismatch": p.count,
+        "tol_usage": _tol_usage(abs_err, allowed, p.count),
     }
     if p.pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
         metrics["non_finite_pairs"] = p.pairs
     return metrics
 
 
+def _tol_usage(abs_err: np.ndarray, allowed: np.ndarray, non_finite_mismatch: int) -> float:
+    """The worst element's error as a share of its tolerance (1.0 = at the limit): how close a passing
+    output is to failing, comparable across settings where max_abs_err alone is not."""
+    if non_finite_mismatch:
+        return float("inf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usage = np.where(abs_err == 0, 0.0, abs_err / allowed)  # zero tolerance: any error is inf
+    return float(usage.max(initial=0.0))
+
+
 def out_of_tolerance(actual: Any, reference: Any, tol: Tolerance) -> np.ndarray:
-    """Element-wise, for same-shaped arrays: True where compare_arrays counts an element out of tolerance."""
+    """Element mask of what compare_arrays counts as out of tolerance (same-shaped arrays)."""
     a, r = as_float64(actual), as_float64(reference)
     p = pair(a, r)
-    out = p.mismatch.copy()
-    out[p.finite] = np.abs(a[p.finite] - r[p.finite]) > tol.atol + tol.rtol * np.abs(r[p.finite])
-    return out
+    mask = p.mismatch.copy()
+    mask[p.finite] = np.abs(a[p.finite] - r[p.finite]) > _allowed(r[p.finite], tol)
+    return mask
+
+
+def _allowed(ref: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """The one tolerance rule: |actual - reference| may reach atol + rtol * |reference|."""
+    return tol.atol + tol.rtol * np.abs(ref)
 
 
 def describe_pairs(pairs: dict[str, int], actual: str, reference: str) -> list[str]:

@@ -39,7 +39,7 @@ def log_onnx_model(client, run_id: str, onnx_path: Path, meta: ModelMetadata,
         local = Path(tmp) / MODEL_ARTIFACT_PATH
         mlflow.onnx.save_model(
             onnx.load(str(onnx_path)), str(local), signature=signature_for(meta, val_inputs, val_outputs),
-            input_example=example, save_as_external_data=False,
+            input_example=example, save_as_external_data=onnx_path.with_name(f"{onnx_path.name}.data").is_file(),
         )
         client.log_artifacts(run_id, str(local), MODEL_ARTIFACT_PATH)
     return f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}"

@@ -15,6 +15,7 @@ from ml_atlas_sdk import run_claims as claims
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manifest
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.run_claims import COMPLETE_TAG, SHA_TAG  # noqa: F401 (re-exported)
+from ml_atlas_sdk.run_record import PLOTS_DIR
 from ml_atlas_sdk.secrets import redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
 
 MODEL_ARTIFACT_PATH = "model"  # mlflow_model's folder, cleared with atlas/ on a re-upload
@@ -148,7 +149,7 @@ def _clear_run(client, run_id: str, sha: str, params: dict[str, Any]) -> None:
     if COMPLETE_TAG in run.data.tags:  # first: a failure below must not leave the old claim
         client.delete_tag(run_id, COMPLETE_TAG)
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
-    for folder in (BUNDLE_DIR_NAME, MODEL_ARTIFACT_PATH):
+    for folder in (BUNDLE_DIR_NAME, MODEL_ARTIFACT_PATH, PLOTS_DIR):
         if client.list_artifacts(run_id, folder):
             repo.delete_artifacts(folder)
     if client.list_artifacts(run_id, BUNDLE_DIR_NAME):

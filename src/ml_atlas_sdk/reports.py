@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ class StageReport:
     checks: list[CheckResult] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None  # the step's work, set by stop(); start-up and imports are not in it
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def stop(self) -> "StageReport":
+        if self.seconds is None:
+            self.seconds = round(time.perf_counter() - self.started, 3)
+        return self
 
     def add(self, result: CheckResult) -> CheckResult:
         self.checks.append(result)
@@ -33,6 +41,7 @@ class StageReport:
             "metrics": self.metrics,
             "checks": [c.to_dict() for c in self.checks],
             **self.extra,
+            **({"seconds": self.seconds} if self.seconds is not None else {}),
         }
 
     def write(self, reports_dir: Path = REPORTS_DIR) -> Path:
@@ -43,7 +52,9 @@ class StageReport:
         return [f"  {c.label:<{width}}  {c.verdict.value:<7}  {c.message}" for c in self.checks]
 
     def print_summary(self) -> None:
-        print(f"[{self.stage}] " + (", ".join(f"{c.label}: {c.verdict.value}" for c in self.checks) or "done"), flush=True)
+        """The stage's name and time, then one line per check."""
+        took = f" ({self.seconds:.1f} s)" if self.seconds is not None else ""
+        print(f"[{self.stage}] {'checks:' if self.checks else 'done'}{took}", flush=True)
         for line in self.summary_lines():
             print(line, flush=True)
 

@@ -25,6 +25,7 @@ from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
+from ml_atlas_sdk.run_record import RunRecord, error_curve, run_metrics
 from ml_atlas_sdk.settings import DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, Settings, Tolerance
 from ml_atlas_sdk.settings_errors import describe_errors
 from ml_atlas_sdk.steps.canonical import canonical_outputs
@@ -141,28 +142,30 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     tables = {stem: (tio.frame_to_table(df), sdk_argument(key)) for key, stem in DATA_FILES.items()
               if (df := getattr(bundle, sdk_argument(key))) is not None}
     tensorized = tensorize(tables, meta, skip, settings.checks.calib_min_rows)
-    tensorized.report.print_summary()
+    tensorized.report.stop().print_summary()
     inputs = tensorized.tensors[VAL_INPUTS]
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
-    canonical_report.print_summary()
+    canonical_report.stop().print_summary()
     export, ladder = settings.export_plan()
     tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
     outcome, export_report = export_model(bundle.model, inputs, canonical, meta, export, ladder,
-                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip)
-    export_report.print_summary()
+                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip,
+                                          settings.roundtrip.localize_rows)
+    export_report.stop().print_summary()
     require_exported_model(outcome, "see the attempts printed above")
-    roundtrip_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, tol, rows_per_run,
-                                          len(outcome.sample_rows), skip)
-    roundtrip_report.print_summary()
+    roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, meta, tol, rows_per_run,
+                                                     len(outcome.sample_rows), skip, lambda: bundle.model,
+                                                     settings.roundtrip.localize_rows)
+    roundtrip_report.stop().print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
-    invariance_report.print_summary()
+    invariance_report.stop().print_summary()
     drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
                               settings.drift.tolerance_max_abs, skip)
-    drift_report.print_summary()
+    drift_report.stop().print_summary()
     precision_report = precision_step(bundle.model, inputs, canonical, tensorized.tensors.get(CALIBRATION_INPUTS), meta,
                                       settings.precision, skip, settings.roundtrip.batch_size)
-    precision_report.print_summary()
+    precision_report.stop().print_summary()
     reports = {r.stage: r for r in (tensorized.report, canonical_report, export_report, roundtrip_report,
                                     invariance_report, drift_report, precision_report)}
     results = tuple(as_written([c for stage in STAGE_ORDER for c in reports[stage].checks]))
@@ -170,10 +173,15 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
                                  settings.archdoc.cache_dir)
     tensor_files = {tensor_file(stem): tio.save_tensors(tensors, work / "tensors" / tensor_file(stem))
                     for stem, tensors in {**tensorized.tensors, VAL_OUTPUTS: canonical}.items()}
+    user_outputs = tensorized.tensors.get(VAL_OUTPUTS_USER, {})
+    curves = {"roundtrip": {n: error_curve(onnx_outputs.get(n), ref.numpy()) for n, ref in canonical.items()},
+              "drift": {n: error_curve(user_outputs[n].numpy() if n in user_outputs else None, ref.numpy())
+                        for n, ref in canonical.items()}}
+    record = RunRecord(run_metrics({stage: report.to_dict() for stage, report in reports.items()}), curves)
     inputs_of_bundle = BundleInputs(
         onnx_path, tensor_files, doc.markdown, meta, export_report.extra["settings_used"], results,
         source_info(),  # no DVC_STAGE here, so no dvc.lock hash
-        settings.bundle_schema_version, precision_report.extra[HINTS],
+        settings.bundle_schema_version, record, precision_report.extra[HINTS],
     )
     return build_bundle(inputs_of_bundle, work / "bundle" / BUNDLE_DIR_NAME)
 

@@ -88,6 +88,9 @@ class ExportSettings(Section):
     do_constant_folding: StrictBool = True
     dynamo: StrictBool = False
     batch_size: ExportBatch = 64
+    # Weights go to model.onnx.data beside the graph past this size (protobuf's limit is 2 GB); a
+    # smaller value exercises the same path on a small model.
+    external_data_above_mb: Annotated[float, Field(strict=True, gt=0, le=2048, allow_inf_nan=False)] = 2048
 
     @classmethod
     def from_used(cls, used: Mapping[str, Any]) -> "ExportSettings":
@@ -123,6 +126,7 @@ class RoundtripSettings(Section):
     rtol: Tolerance = 0.01
     atol: Tolerance = 0.05
     batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical / precision forward run
+    localize_rows: Annotated[StrictInt, Field(ge=0)] = 8  # failing rows a failed round-trip is localized on; 0 = never
 
     @property
     def tolerance(self):

@@ -121,6 +121,14 @@ class BagRanker(nn.Module):
         return torch.sigmoid(self.ctr(h)), self.grade(h)
 
 
+class BagRankerDict(BagRanker):
+    """The same two heads returned by name, as many multi-task models return them."""
+
+    def forward(self, item_ids, country, age, dense):
+        ctr, grade = super().forward(item_ids, country, age, dense)
+        return {"ctr": ctr, "grade": grade}
+
+
 class ConvNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -137,7 +145,7 @@ class ConvNet(nn.Module):
 _FAMILIES = {
     "bert": BertClassifier, "gpt2_mask": GPT2LM, "gpt2_nomask": GPT2NoMask, "vit": ViTClassifier,
     "torch_encoder": TorchEncoder, "lstm": LSTMTagger, "gru": GRUClassifier, "bag_ranker": BagRanker,
-    "convnet": ConvNet,
+    "bag_ranker_dict": BagRankerDict, "convnet": ConvNet,
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import torch
 
 from ml_atlas_sdk.export.capture import CapturedText, captured_output
@@ -44,7 +45,7 @@ def export_onnx(
         dynamo=settings.dynamo,
     )
     if settings.dynamo:
-        # The dynamo exporter folds constants in its optimize pass; external data only past 2 GB.
+        # The dynamo exporter folds constants in its optimize pass; it must write external data past 2 GB.
         kwargs.update(optimize=settings.do_constant_folding, external_data=_parameter_bytes(model) > TWO_GB)
     else:
         kwargs.update(do_constant_folding=settings.do_constant_folding)
@@ -58,7 +59,28 @@ def export_onnx(
             error = None
     if error is not None:
         raise ExportFailed(_summary(error), f"{log.full}\n{type(error).__name__}: {error}".strip())
+    place_weights(path, settings.external_data_above_mb * 1024**2)
     return log
+
+
+def place_weights(path: Path, limit_bytes: float) -> None:
+    """One weight layout whatever the exporter wrote: inline up to `limit_bytes`, else every tensor
+    in `<name>.data` beside the graph, the layout the bundle, ORT and atlas read. (Past 2 GB the
+    TorchScript exporter writes one file per tensor, the dynamo exporter its own name.) `path`'s
+    folder holds only this export."""
+    written = [p for p in path.parent.iterdir() if p.is_file()]
+    size = sum(p.stat().st_size for p in written)
+    extra = [p for p in written if p != path]
+    if size <= limit_bytes and not extra:
+        return
+    model = onnx.load(str(path))  # pulls every external tensor in
+    for stale in extra:
+        stale.unlink()
+    if size <= limit_bytes:
+        onnx.save_model(model, str(path))
+    else:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=0)
 
 
 def _summary(exc: Exception) -> str:

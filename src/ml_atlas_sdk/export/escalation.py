@@ -16,9 +16,11 @@ from ml_atlas_sdk.compare import worst
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings, ladder_settings
+from ml_atlas_sdk.localize.locate import localize_failure, without_trail
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import check_forward
 from ml_atlas_sdk.secrets import first_line
+from ml_atlas_sdk.settings import RoundtripSettings
 from ml_atlas_sdk.tensors import slice_rows
 
 
@@ -33,6 +35,7 @@ class ExportAttempt:
     roundtrip: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_probe: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    localization: dict[str, Any] | None = None  # where a failed round-trip starts (ml_atlas_sdk.localize)
 
     @property
     def worst_out_of_tol(self) -> float:
@@ -43,7 +46,8 @@ class ExportAttempt:
         return {
             "step": self.step, "overrides": self.overrides, "settings": self.settings.to_dict(),
             "status": self.status, "error": self.error, "roundtrip": self.roundtrip,
-            "batch_probe": self.batch_probe, "seconds": round(self.seconds, 2), "log": self.log,
+            "batch_probe": self.batch_probe, "seconds": round(self.seconds, 2), "localization": self.localization,
+            "log": self.log,
         }
 
 
@@ -70,11 +74,14 @@ def export_with_escalation(
     rows_per_run: int,
     out_path: Path,
     on_attempt: Callable[[ExportAttempt], None] = lambda a: None,
+    localize_rows: int = RoundtripSettings().localize_rows,
 ) -> ExportOutcome:
     """Try the configured export, then each ladder step, until one exports and round-trips.
 
     If none passes but some exported, the closest one is written so the roundtrip stage can
     record its metrics (the upload gate refuses it); if none exported, nothing is written.
+    Each attempt that fails the round-trip is localized on `localize_rows` failing rows: the
+    attempts have distinct settings, so the ladder's length bounds the localizations.
     """
     sample_idx = select_export_rows(inputs, settings.batch_size)
     sample = slice_rows(inputs, sample_idx)
@@ -92,7 +99,8 @@ def export_with_escalation(
             on_attempt(attempt)
             continue
         seen[step_settings] = step
-        _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, work / f"attempt_{step}" / "model.onnx")
+        _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, work / f"attempt_{step}" / "model.onnx",
+             localize_rows)
         on_attempt(attempt)
         if attempt.status == "passed":
             break
@@ -106,7 +114,7 @@ def export_with_escalation(
     return ExportOutcome(attempts, chosen, sample_idx.tolist())
 
 
-def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, path: Path) -> None:
+def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, path: Path, localize_rows: int) -> None:
     started = time.perf_counter()
     try:
         log = export_onnx(model, sample, metadata, attempt.settings, path)
@@ -130,6 +138,9 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
     # The roundtrip check itself decides: one rule for acceptance here, in the stage and in verify.
     verdict = roundtrip(attempt.roundtrip, tol, attempt.batch_probe)
     attempt.status, attempt.error = ("passed", None) if verdict.ok else ("roundtrip_failed", verdict.message)
+    if not verdict.ok:
+        found = localize_failure(lambda: model, path, inputs, actual, canonical, metadata, tol, localize_rows)
+        attempt.localization = without_trail(found)
     attempt.seconds = time.perf_counter() - started
 
 

@@ -47,7 +47,7 @@ def begin(stage: str, *outputs: Path) -> None:
 
 def finish(report) -> None:
     """Write a stage's report (DVC metrics) and print its short summary."""
-    report.write()
+    report.stop().write()
     report.print_summary()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-QUANTILES = np.linspace(0.0, 1.0, 101)
+from ml_atlas_sdk.run_record import Curve, error_curve
 
 
 def write_error_quantiles(out_dir: Path, actual: dict[str, np.ndarray] | None, reference: dict[str, torch.Tensor]) -> list[Path]:
@@ -20,25 +20,39 @@ def write_error_quantiles(out_dir: Path, actual: dict[str, np.ndarray] | None, r
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, ref_tensor in reference.items():
-        quantiles = _error_quantiles((actual or {}).get(name), ref_tensor.numpy())
         path = out_dir / f"{name}.csv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["percentile", "abs_err"])
-            for q, e in quantiles:
-                writer.writerow([round(float(q) * 100, 1), f"{e:.6g}"])
+            for percentile, err in error_curve((actual or {}).get(name), ref_tensor.numpy()):
+                writer.writerow([percentile, f"{err:.6g}"])
         written.append(path)
     return written
 
 
-def _error_quantiles(values: np.ndarray | None, ref: np.ndarray) -> list[tuple[float, float]]:
-    if values is None or values.shape != ref.shape:
-        return []
-    errors = np.abs(values.astype(np.float64) - ref.astype(np.float64)).ravel()
-    errors = errors[np.isfinite(errors)]
-    if errors.size == 0:
-        return []
-    return list(zip(QUANTILES, np.quantile(errors, QUANTILES)))
+def read_error_quantiles(out_dir: Path) -> dict[str, Curve]:
+    """The curves write_error_quantiles left, by output name (empty where a CSV has only its header)."""
+    curves = {}
+    for path in sorted(out_dir.glob("*.csv")) if out_dir.is_dir() else ():
+        with open(path, newline="") as handle:
+            curves[path.stem] = [(float(row["percentile"]), float(row["abs_err"])) for row in csv.DictReader(handle)]
+    return curves
+
+
+LOCALIZATION_COLUMNS = ("depth", "frac_out_of_tol", "max_abs_err", "non_finite_mismatch", "out_of_tol", "atol", "module",
+                        "onnx_node", "op_type")
+
+
+def write_localization(out_dir: Path, localization: dict) -> Path:
+    """Error along the network's depth: one row per module output compared in graph order
+    (`frac_out_of_tol` stays 0 until the first divergence). Header only when nothing was localized."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "error_by_depth.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOCALIZATION_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(localization.get("trail", []))
+    return path
 
 
 def write_activation_depth(out_dir: Path, modules: list[dict], limit: float) -> Path:

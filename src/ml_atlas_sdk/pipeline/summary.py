@@ -12,4 +12,7 @@ def summary_table(results: list[CheckResult], width: int = 100) -> str:
     for r in results:
         message = r.message if len(r.message) <= width else r.message[: width - 3] + "..."
         lines.append(f"{r.label:<{label_w}}  {_MARK[r.verdict.value]:<7}  {message}")
+        localization = r.details.get("localization") or {}
+        if localization.get("status") in ("found", "not_found"):  # never cut short: it is where to look
+            lines.append(f"{'':<{label_w}}  {'':<7}  localized: {localization['message']}")
     return "\n".join(lines)

@@ -7,20 +7,18 @@ departs from FP32. A flagged module whose flagged descendant already explains it
 returning its child's output) is left out, so atlas pins the layer that makes the value, not the
 whole block around it.
 
-ONNX nodes are found by the module scopes the exporters record: the TorchScript exporter names
-nodes `/layers.0/scores/MatMul` (the module path, one segment per call level), the dynamo exporter
-puts the module paths in the node's `pkg.torch.onnx.name_scopes` metadata. Nodes with neither
+ONNX nodes are found by the module scopes the exporters record (localize.onnx_side.node_scope:
+TorchScript node names, dynamo's `pkg.torch.onnx.name_scopes` metadata). Nodes with neither
 (constants, fused nodes) map to nothing.
 """
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import onnx
 
-NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+from ml_atlas_sdk.localize.onnx_side import node_scope
 
 
 def hinted_modules(flagged: Iterable[str], execution_order: Sequence[str]) -> list[str]:
@@ -39,26 +37,14 @@ def with_onnx_nodes(hints: dict[str, list[str]] | None, onnx_path: Path) -> dict
     """The hints with the ONNX nodes of the hinted modules added (`onnx_nodes`, graph order)."""
     if not hints or not hints.get("modules"):
         return None
+    modules = list(hints["modules"])
+    # node_scope walks a node's scope names down the module tree it is given: the hinted modules
+    # and their ancestors suffice, and a node of any other module stops at one of those ancestors.
+    known = {path[:i] for path in modules for i in [len(path)] + [j for j, c in enumerate(path) if c == "."]}
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    modules = hints["modules"]
-    nodes = [node.name for node in graph.node if node.name and _inside(node_modules(node), modules)]
-    return {"modules": list(modules), "onnx_nodes": nodes}
+    nodes = [node.name for node in graph.node if node.name and _within(node_scope(node, known), modules)]
+    return {"modules": modules, "onnx_nodes": nodes}
 
 
-def node_modules(node: onnx.NodeProto) -> list[str]:
-    """The module paths a node was exported from, outermost first ("" the model itself)."""
-    for prop in node.metadata_props:
-        if prop.key == NAME_SCOPES:
-            try:
-                scopes = ast.literal_eval(prop.value)  # the exporter writes a Python list literal
-            except (ValueError, SyntaxError):
-                return []
-            return [str(s) for s in scopes[:-1]]  # the last scope is the op itself
-    if node.name.startswith("/"):
-        segments = node.name.strip("/").split("/")[:-1]  # the last segment is the op
-        return [".".join(segments[: i + 1]) for i in range(len(segments))]
-    return []
-
-
-def _inside(paths: list[str], modules: Sequence[str]) -> bool:
-    return any(path == m or path.startswith(m + ".") for path in paths for m in modules)
+def _within(scope: str | None, modules: Sequence[str]) -> bool:
+    return scope is not None and any(scope == m or scope.startswith(m + ".") for m in modules)

@@ -16,12 +16,15 @@ from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport
+from ml_atlas_sdk.settings import RoundtripSettings
 
 
 def print_attempt(attempt: ExportAttempt) -> None:
     changes = ", ".join(f"{k}={v}" for k, v in attempt.overrides.items()) or "configured settings"
     outcome = attempt.status if not attempt.error else f"{attempt.status}: {attempt.error}"
     print(f"  attempt {attempt.step} ({changes}; {attempt.seconds:.1f}s): {outcome}", flush=True)
+    if attempt.localization is not None:
+        print(f"    localized: {attempt.localization['message']}", flush=True)
 
 
 def require_exported_model(outcome: ExportOutcome, where_logs_are: str) -> None:
@@ -52,6 +55,7 @@ def export_model(
     rows_per_run: int,
     out_path: Path,
     skip: SkipPolicy,
+    localize_rows: int = RoundtripSettings().localize_rows,
 ) -> tuple[ExportOutcome, StageReport]:
     report = StageReport("export")
     report.add(run_check("forward_scan", model, skip=skip))
@@ -59,7 +63,8 @@ def export_model(
     sample = max(2, min(settings.batch_size, rows))
     print(f"[export] {1 + (len(ladder) if escalate else 0)} attempt(s) at most; export sample of {sample} of {rows} rows", flush=True)
     outcome = export_with_escalation(
-        model, inputs, canonical, metadata, settings, ladder, escalate, tol, rows_per_run, out_path, on_attempt=print_attempt
+        model, inputs, canonical, metadata, settings, ladder, escalate, tol, rows_per_run, out_path, on_attempt=print_attempt,
+        localize_rows=localize_rows,
     )
     chosen = outcome.chosen
     if chosen is not None:

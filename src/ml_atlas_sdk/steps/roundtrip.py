@@ -1,14 +1,18 @@
-"""The full round-trip of the accepted model over every validation row."""
+"""The full round-trip of the accepted model over every validation row, localized when it fails."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy, run_check
+from ml_atlas_sdk.checks.result import Verdict
+from ml_atlas_sdk.localize.locate import localize_failure, not_run, without_trail
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport
+from ml_atlas_sdk.settings import RoundtripSettings
 
 
 def roundtrip_model(
@@ -20,17 +24,34 @@ def roundtrip_model(
     rows_per_run: int,
     export_rows: int,
     skip: SkipPolicy,
+    get_model: Callable[[], torch.nn.Module] | None = None,
+    localize_rows: int = RoundtripSettings().localize_rows,
 ) -> tuple[StageReport, dict[str, "object"]]:
-    """Returns the report and ORT's outputs (for error plots)."""
+    """Returns the report and ORT's outputs (for error plots).
+
+    A failed verdict is localized with the model `get_model` returns (called only then, so a
+    passing round-trip never builds it); report.extra["localization"] says what was found.
+    """
     report = StageReport("roundtrip")
     if "roundtrip" in skip:
         report.add(run_check("roundtrip", {}, tol, skip=skip))
+        report.extra = {"localization": not_run("the roundtrip check is skipped")}
         return report, {}
     session = rt.cpu_session(onnx_path)
     actual = rt.run_onnx(session, inputs, metadata.input_names, metadata.output_names, rows_per_run, progress=True)
     rows = next(iter(inputs.values())).shape[0]
     probe = rt.probe_batch_sizes(session, inputs, canonical, metadata.input_names, rt.probe_sizes(rows, export_rows), tol)
     per_output = rt.compare(actual, canonical, tol)
-    report.add(run_check("roundtrip", per_output, tol, probe, skip=skip))
-    report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "outputs": per_output}
+    result = run_check("roundtrip", per_output, tol, probe, skip=skip)
+    localization = not_run("the round-trip passed")
+    if result.verdict is Verdict.FAILED:
+        if get_model is None:
+            localization = not_run("no model to compare with")
+        else:
+            localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata, tol, localize_rows)
+        result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization), skip=skip)
+    report.add(result)
+    report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "outputs": per_output,
+                      "localization_seconds": localization.get("seconds", 0.0)}
+    report.extra = {"localization": localization}
     return report, actual

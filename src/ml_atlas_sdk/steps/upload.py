@@ -15,6 +15,7 @@ from ml_atlas_sdk.mlflow_model import log_onnx_model, register
 from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
 from ml_atlas_sdk.precision.hints import with_onnx_nodes
 from ml_atlas_sdk.provenance import versions
+from ml_atlas_sdk.run_record import log_run_record
 
 
 def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str,
@@ -55,7 +56,7 @@ def build_bundle(inputs: BundleInputs, out_dir: Path) -> BuiltBundle:
     doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version, hints)
     manifest = assemble_bundle(out_dir, inputs.onnx, inputs.tensor_files, doc, list(inputs.results), inputs.architecture_md)
     return BuiltBundle(out_dir, manifest, inputs.metadata, inputs.export_used, inputs.results, inputs.source,
-                       inputs.schema_version)
+                       inputs.schema_version, inputs.record)
 
 
 def publish(
@@ -66,7 +67,8 @@ def publish(
 ) -> PushResult:
     bundle_dir, meta = built.dir, built.metadata
 
-    def add_mlflow_model(client, run_id: str) -> None:
+    def add_to_run(client, run_id: str) -> None:
+        log_run_record(client, run_id, built.record, list(built.results))
         inputs = torch.load(bundle_dir / tensor_file(VAL_INPUTS), weights_only=True)
         outputs = torch.load(bundle_dir / tensor_file(VAL_OUTPUTS), weights_only=True)
         log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
@@ -84,6 +86,6 @@ def publish(
         run_id=mlflow_settings.get("run_id"),
         run_name=mlflow_settings.get("run_name"),
         on_file=on_file,
-        before_complete=add_mlflow_model,
+        before_complete=add_to_run,
         say=say,
     )

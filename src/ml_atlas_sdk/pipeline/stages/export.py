@@ -18,7 +18,7 @@ def run_export(cfg: Settings) -> None:
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     outcome, report = export_model(
         model, inputs, canonical, cfg.metadata, settings, ladder, cfg.escalation.enabled,
-        cfg.roundtrip.tolerance, cfg.roundtrip.batch_size, ONNX_MODEL, cfg.checks.policy,
+        cfg.roundtrip.tolerance, cfg.roundtrip.batch_size, ONNX_MODEL, cfg.checks.policy, cfg.roundtrip.localize_rows,
     )
     if outcome.chosen is not None:
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],

@@ -1,20 +1,27 @@
-"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs."""
+"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs (the model is
+built only to localize a failure)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, VAL_INPUTS_FILE
-from ml_atlas_sdk.pipeline.plots import write_error_quantiles
+from ml_atlas_sdk.pipeline.plots import write_error_quantiles, write_localization
+from ml_atlas_sdk.run_record import headline
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 
 
 def run_roundtrip(cfg: Settings) -> None:
-    begin("roundtrip", PLOTS / "roundtrip")
+    begin("roundtrip", PLOTS / "roundtrip", PLOTS / "localization")
     inputs = tio.load_tensors(VAL_INPUTS_FILE)
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
-    export_rows = len(read_export_info()["export_sample_rows"])
+    export_info = read_export_info()
+    export_rows = len(export_info["export_sample_rows"])
     report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg.metadata, cfg.roundtrip.tolerance,
-                                     cfg.roundtrip.batch_size, export_rows, cfg.checks.policy)
+                                     cfg.roundtrip.batch_size, export_rows, cfg.checks.policy,
+                                     lambda: load_model(cfg.model), cfg.roundtrip.localize_rows)
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
+    write_localization(PLOTS / "localization", report.extra["localization"])
+    report.extra.update(headline(report.to_dict(), export_info["settings_used"]))
     finish(report)

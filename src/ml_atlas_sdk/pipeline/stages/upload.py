@@ -8,10 +8,12 @@ from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.mlflow_store import redact_uri
 from ml_atlas_sdk.pipeline.outputs import forget, read_export_info, replaced_dir, stale_report
-from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, ONNX_MODEL, TENSORS_DIR
+from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
+from ml_atlas_sdk.pipeline.plots import read_error_quantiles
 from ml_atlas_sdk.pipeline.summary import summary_table
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import read_report, write_json
+from ml_atlas_sdk.run_record import RunRecord, run_metrics
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.precision import HINTS
 from ml_atlas_sdk.steps.upload import build_bundle, publish
@@ -19,13 +21,15 @@ from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 def bundle_inputs(cfg: Settings) -> BundleInputs:
     """What the earlier stages left under build/ and reports/, as the SDK door holds it in memory."""
-    results = tuple(CheckResult.from_dict(c) for stage in STAGE_ORDER for c in read_report(stage)["checks"])
+    reports = {stage: read_report(stage) for stage in STAGE_ORDER}
+    results = tuple(CheckResult.from_dict(c) for report in reports.values() for c in report["checks"])
     written = {tensor_file(stem): TENSORS_DIR / tensor_file(stem) for stem in DATA_FILES.values()}
     tensor_files = {name: path for name, path in written.items() if path.is_file()}  # optional data may be absent
     tensor_files[tensor_file(VAL_OUTPUTS)] = CANONICAL_OUTPUTS
     return BundleInputs(ONNX_MODEL, tensor_files, ARCHDOC.read_text() if ARCHDOC.is_file() else None, cfg.metadata,
                         read_export_info()["settings_used"], results, source_info(), cfg.bundle_schema_version,
-                        precision_hints=read_report("precision").get(HINTS))
+                        RunRecord(run_metrics(reports), {stage: read_error_quantiles(PLOTS / stage) for stage in ("roundtrip", "drift")}),
+                        precision_hints=reports["precision"].get(HINTS))
 
 
 def run_upload(cfg: Settings) -> None:

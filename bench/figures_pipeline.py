@@ -1,0 +1,125 @@
+"""Figures 2, 3 and 6: the pipeline door against the SDK door, no-op and incremental reruns, and
+queued experiments side by side against one after the other."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from measure import REPO, Figure, at_most, make_project_copy, measure, python, reported, set_params
+
+STAGES = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "archdoc", "upload")
+
+_SDK_DEMO = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from sdk_helpers import demo_frame, demo_metadata, demo_model
+from ml_atlas_sdk import AtlasArtifactBundle, push_to_mlflow
+bundle = AtlasArtifactBundle(model=demo_model(), metadata=demo_metadata(), val_inputs_df=demo_frame("val_inputs"),
+                             val_outputs_df=demo_frame("val_outputs"),
+                             calibration_inputs_df=demo_frame("calibration_inputs"))
+push_to_mlflow(bundle, None, tracking_uri=sys.argv[2])
+"""
+_SDK_ZOO = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from zoo import cases
+cases.ROWS = int(sys.argv[4])
+from ml_atlas_sdk import AtlasArtifactBundle, ModelMetadata, push_to_mlflow
+case = cases.BY_NAME[sys.argv[3]]
+inputs = case.inputs()
+bundle = AtlasArtifactBundle(model=case.model(), metadata=ModelMetadata(**case.metadata), val_inputs_df=case.frame(inputs),
+                             export_batch_size=cases.EXPORT_BATCH)
+push_to_mlflow(bundle, None, tracking_uri=sys.argv[2])
+"""
+
+
+def ran(stdout: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
+def pipeline_figures(quick: bool) -> list[Figure]:
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-pipe-") as tmp:
+        root = Path(tmp)
+        demo = make_project_copy(root / "demo")
+        figures += _doors("demo", demo, python(_SDK_DEMO, str(REPO / "tests"), f"sqlite:///{root / 'sdk-demo.db'}"),
+                          root, limit=1.5)
+        figures += _reruns(demo)
+        zoo_rows = 96 if quick else 2_000
+        zoo = _zoo_project(root / "bert", "bert", zoo_rows)
+        sdk = python(_SDK_ZOO, str(REPO / "tests"), f"sqlite:///{root / 'sdk-bert.db'}", "bert", str(zoo_rows))
+        figures += _doors(f"bert x{zoo_rows}", zoo, sdk, root, limit=1.15)
+    return figures
+
+
+def _doors(label: str, project: Path, sdk_cmd: list[str], root: Path, limit: float) -> list[Figure]:
+    repro = measure(["dvc", "repro"], project)
+    sdk = measure(sdk_cmd, root)
+    work = {s: json.loads((project / "reports" / f"{s}.json").read_text()).get("seconds") or 0.0
+            for s in STAGES if (project / "reports" / f"{s}.json").is_file()}
+    startup = repro.seconds - sum(work.values())
+    breakdown = " ".join(f"{s[:6]}={w:.1f}" for s, w in work.items())
+    return [
+        at_most(f"{label}: cold dvc repro / push_to_mlflow", repro.seconds / sdk.seconds, limit,
+                note=f"{repro.seconds:.1f} s vs {sdk.seconds:.1f} s"),
+        reported(f"{label}: repro start-up + IO (not stage work)", startup, " s", note=f"work: {breakdown}"),
+    ]
+
+
+def _reruns(project: Path) -> list[Figure]:
+    noop = measure(["dvc", "repro"], project)
+    measure(python("from ml_atlas_sdk.pipeline.params import main; main(['drift.tolerance_mse=0.002'])"), project)
+    changed = measure(["dvc", "repro"], project)
+    rerun = ran(changed.stdout)
+    expected = {"drift", "upload"}
+    return [
+        at_most("no-op dvc repro", noop.seconds, 1.0, " s"),
+        Figure("stages rerun after a drift tolerance change", len(rerun), "", "drift, upload", rerun == expected,
+               ", ".join(sorted(rerun))),
+    ]
+
+
+def _zoo_project(root: Path, name: str, rows: int) -> Path:
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from zoo import cases
+
+    cases.ROWS = rows
+    from test_zoo import _pipeline_project
+
+    project = _pipeline_project(cases.BY_NAME[name], root)
+    set_params(project, archdoc={"source": None})
+    return project
+
+
+def experiment_figures(quick: bool) -> list[Figure]:
+    """Queued experiments with two workers against the same experiments one after the other."""
+    settings = [["-S", "export.opset=18"], ["-S", "export.do_constant_folding=false"]]
+    if not quick:
+        settings += [["-S", "export.opset=20"], ["-S", "export.dynamo=true", "-S", "escalation.enabled=false"]]
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-exp-") as tmp:
+        project = make_project_copy(Path(tmp) / "project")
+        measure(["dvc", "repro", "roundtrip"], project)
+        measure(["git", "add", "-A"], project)
+        measure(["git", "commit", "-q", "-m", "baseline"], project)
+        one_by_one = sum(measure(["dvc", "exp", "run", "--temp", *s, "roundtrip"], project).seconds for s in settings)
+        for s in settings:
+            measure(["dvc", "exp", "run", "--queue", *s, "roundtrip"], project)
+        queued = measure(["dvc", "queue", "start", "-j", "2"], project).seconds
+        queued += measure(python(_WAIT_QUEUE), project).seconds
+    return [reported(f"{len(settings)} experiments: queue -j 2 / one by one", queued / one_by_one, "x",
+                     note=f"{queued:.0f} s vs {one_by_one:.0f} s")]
+
+
+# `dvc queue start` returns at once; the queue is done when no experiment is queued or running.
+_WAIT_QUEUE = """
+import subprocess, time
+while True:
+    shown = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
+    if not any(w in shown for w in ("Queued", "Running")):
+        break
+    time.sleep(1)
+"""

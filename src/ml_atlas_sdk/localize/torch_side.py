@@ -1,0 +1,79 @@
+"""PyTorch's side of a localization: what chosen modules returned on a few rows, caught by forward hooks."""
+from __future__ import annotations
+
+import inspect
+import itertools
+import sys
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ml_atlas_sdk.models import canonical_model
+
+
+@dataclass(frozen=True)
+class ModuleCall:
+    path: str  # named_modules() path, "" for the model itself
+    order: int  # when its forward returned: children before their parent
+    output: torch.Tensor | None  # a copy; None when the output is not one tensor
+    input_ids: frozenset[int]  # id() of the tensors it was called with
+    output_id: int | None
+
+
+def module_calls(model: torch.nn.Module, args: Sequence[torch.Tensor], paths: Collection[str]) -> dict[str, ModuleCall]:
+    """The call of each module named in `paths` on `args`, for modules called exactly once (a module
+    called twice has two outputs and one ONNX scope per call, which cannot be told apart)."""
+    model = canonical_model(model)
+    calls: dict[str, list[ModuleCall]] = {}
+    returned = itertools.count()
+    alive: list[torch.Tensor] = []  # keeps the tensors whose id() we note from being freed and their ids reused
+
+    def hook_for(path: str):
+        def hook(module, inputs, output):
+            tensor = _single_tensor(output)
+            given = [t for t in inputs if isinstance(t, torch.Tensor)]
+            alive.extend(given + ([tensor] if tensor is not None else []))
+            # A copy: an in-place op further on (ReLU(inplace=True)) would otherwise rewrite it.
+            calls.setdefault(path, []).append(ModuleCall(
+                path, next(returned), tensor.detach().clone() if tensor is not None else None,
+                frozenset(map(id, given)), id(tensor) if tensor is not None else None))
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in model.named_modules() if name in paths]
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {path: made[0] for path, made in calls.items() if len(made) == 1}
+
+
+def _single_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, (tuple, list)) and len(output) == 1:  # e.g. a transformers layer's (hidden,)
+        output = output[0]
+    return output if isinstance(output, torch.Tensor) else None
+
+
+def forward_source(module: torch.nn.Module) -> str | None:
+    """`file:line` of the module class's forward, the file shown relative to the working directory
+    or to the import path it came from; None where Python cannot find the source."""
+    try:
+        forward = inspect.unwrap(type(module).forward)
+        file = inspect.getsourcefile(forward)
+        line = inspect.getsourcelines(forward)[1]
+    except (TypeError, OSError):
+        return None
+    return f"{shown_path(file)}:{line}" if file else None
+
+
+def shown_path(file: str) -> str:
+    path = Path(file).resolve()
+    for root in [Path.cwd(), *sorted((Path(p) for p in sys.path if p), key=lambda p: -len(str(p)))]:
+        try:
+            return str(path.relative_to(root.resolve()))
+        except (ValueError, OSError):
+            continue
+    return str(path)
