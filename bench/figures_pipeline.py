@@ -9,7 +9,7 @@ from pathlib import Path
 
 from measure import REPO, Figure, at_most, make_project_copy, measure, python, reported, set_params
 
-STAGES = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "archdoc", "upload")
+STAGES = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "precision", "archdoc", "upload")
 
 _SDK_DEMO = """
 import sys
