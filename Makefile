@@ -21,8 +21,10 @@ demo: install
 	$(RUN) dvc repro
 	@$(RUN) python -m ml_atlas_sdk.pipeline.demo_summary
 
+# Test files run side by side, one per core (a file's tests stay together: they share project copies).
+TEST_JOBS ?= 2
 test: install
-	$(RUN) python -m pytest $(PYTEST_ARGS)
+	$(RUN) python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The whole model zoo, slow cases included (each slow case is one full `dvc repro`, about 2 min).
 test-zoo: install

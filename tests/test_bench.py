@@ -7,7 +7,7 @@ import sys
 
 from conftest import REPO_ROOT, run
 
-FIGURE = re.compile(r"^(?P<name>.+?)\s{2,}(?P<value>[-\d.e+]+(x| s|))\s+(target .+?\s+)?(?P<rest>.*)$")
+FIGURE = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<value>-?[\d.]+(e[-+]?\d+)?(x| s|))(\s.*)?$")
 EXPECTED = {
     "tensorize": 3, "pipeline": 6, "memory": 3, "big_model": 2, "experiments": 1, "export": 1,
 }

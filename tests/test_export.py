@@ -65,7 +65,8 @@ def test_opset18_model_is_accepted_at_ladder_step_1_and_fails_cleanly_without_es
     attempts = report["attempts"]
     assert [a["status"] for a in attempts] == ["export_failed", "passed"]
     assert attempts[0]["overrides"] == {}
-    assert attempts[0]["settings"] == {"opset": 17, "do_constant_folding": True, "dynamo": False, "batch_size": 64}
+    assert attempts[0]["settings"] == {"opset": 17, "do_constant_folding": True, "dynamo": False, "batch_size": 64,
+                                       "external_data_above_mb": 2048}
     assert attempts[0]["error"].startswith("UnsupportedOperatorError")
     assert "col2im" in attempts[0]["error"] and "\n" not in attempts[0]["error"]
     assert attempts[1]["overrides"] == {"opset": 18}

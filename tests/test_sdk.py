@@ -69,7 +69,9 @@ def test_full_usage_inside_an_active_run(tracking_uri, tmp_path):
         assert 0 <= metrics[f"roundtrip.{output}.tol_usage"] < 1
         assert metrics[f"drift.{output}.mse"] >= 0
     assert metrics["export.accepted_step"] == 0 and metrics["export.attempts"] == 1
-    assert {f"seconds.{s}" for s in ("tensorize", "export", "roundtrip", "drift")} <= set(metrics)
+    assert {f"seconds.{s}" for s in ("tensorize", "export", "roundtrip", "drift", "precision")} <= set(metrics)
+    assert 0 < metrics["precision.max_abs_activation"] < 65504 and metrics["precision.modules_over"] == 0
+    assert {"precision.tokens.unseen_share", "precision.dense.outside_share"} <= set(metrics)
     pictures = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert pictures == {"plots/roundtrip_error_quantiles.png", "plots/drift_error_quantiles.png"}
     note = finished.data.tags["mlflow.note.content"]

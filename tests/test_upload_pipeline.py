@@ -70,6 +70,30 @@ def test_fresh_clone_repro_pushes_a_complete_verified_bundle(project, tmp_path):
     third = run(["dvc", "repro"], project)
     assert _ran(third.stdout) == {"drift", "upload"}
 
+    # Issue 9.2: two pushes of different settings compare in MLflow: metrics per output, pictures
+    # beside atlas/ (never inside), the verdict table as the description.
+    run(["python", "-m", "ml_atlas_sdk.pipeline.params", "drift.tolerance_mse=0.002", "roundtrip.atol=0.001"], project)
+    fourth = run(["dvc", "repro"], project)
+    assert {"export", "roundtrip", "upload"} <= _ran(fourth.stdout)
+    client = client_for_project(project)
+    experiment_id = client.get_experiment_by_name("atlas-bundles").experiment_id
+    key = "roundtrip.logits.tol_usage"
+    by_usage = client.search_runs([experiment_id], "tags.`atlas.bundle_complete` = 'true'",
+                                  order_by=[f"metrics.`{key}` DESC"])
+    loose, strict = by_usage[-1], by_usage[0]
+    assert strict.data.params["export.opset"] == loose.data.params["export.opset"]
+    assert json.loads((project / "reports/roundtrip.json").read_text())["metrics"]["outputs"]["logits"]["tol_usage"] == \
+        strict.data.metrics[key]  # the atol=0.001 push uses more of its tolerance than the atol=0.05 ones
+    assert strict.data.metrics[key] > loose.data.metrics[key] > 0
+    for pushed in (loose, strict):
+        (point,) = client.get_metric_history(pushed.info.run_id, "roundtrip.ctr.max_abs_err")
+        assert 0 <= point.value < 1e-4
+        assert {"drift.ctr.mse", "export.accepted_step", "export.attempts", "seconds.export", "seconds.roundtrip"} \
+            <= set(pushed.data.metrics)
+        assert {a.path for a in client.list_artifacts(pushed.info.run_id, "plots")} == \
+            {"plots/roundtrip_error_quantiles.png", "plots/drift_error_quantiles.png"}
+        assert "| roundtrip | passed |" in pushed.data.tags["mlflow.note.content"]
+
 
 def test_drift_refuses_upload_unless_skipped(project):
     canonical_like = pd.read_parquet(project / "data/demo/val_outputs.parquet")
@@ -103,26 +127,3 @@ def test_unreachable_tracking_uri_fails_with_one_clear_error(project):
     report = (project / "reports/upload.json").read_text()
     assert "s3cret" not in report and json.loads(report)["status"] == "failed"
     assert runs(project) == []
-    # Issue 9.2: two pushes of different settings compare in MLflow: metrics per output, pictures
-    # beside atlas/ (never inside), the verdict table as the description.
-    run(["python", "-m", "ml_atlas_sdk.pipeline.params", "drift.tolerance_mse=0.002", "roundtrip.atol=0.001"], project)
-    fourth = run(["dvc", "repro"], project)
-    assert {"export", "roundtrip", "upload"} <= _ran(fourth.stdout)
-    client = client_for_project(project)
-    experiment_id = client.get_experiment_by_name("atlas-bundles").experiment_id
-    key = "roundtrip.logits.tol_usage"
-    by_usage = client.search_runs([experiment_id], "tags.`atlas.bundle_complete` = 'true'",
-                                  order_by=[f"metrics.`{key}` DESC"])
-    loose, strict = by_usage[-1], by_usage[0]
-    assert strict.data.params["export.opset"] == loose.data.params["export.opset"]
-    assert json.loads((project / "reports/roundtrip.json").read_text())["metrics"]["outputs"]["logits"]["tol_usage"] == \
-        strict.data.metrics[key]  # the atol=0.001 push uses more of its tolerance than the atol=0.05 ones
-    assert strict.data.metrics[key] > loose.data.metrics[key] > 0
-    for pushed in (loose, strict):
-        (point,) = client.get_metric_history(pushed.info.run_id, "roundtrip.ctr.max_abs_err")
-        assert 0 <= point.value < 1e-4
-        assert {"drift.ctr.mse", "export.accepted_step", "export.attempts", "seconds.export", "seconds.roundtrip"} \
-            <= set(pushed.data.metrics)
-        assert {a.path for a in client.list_artifacts(pushed.info.run_id, "plots")} == \
-            {"plots/roundtrip_error_quantiles.png", "plots/drift_error_quantiles.png"}
-        assert "| roundtrip | passed |" in pushed.data.tags["mlflow.note.content"]

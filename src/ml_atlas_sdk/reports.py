@@ -53,8 +53,8 @@ class StageReport:
 
     def print_summary(self) -> None:
         """The stage's name and time, then one line per check."""
-        took = f" ({self.seconds:.1f} s)" if self.seconds is not None else ""
-        print(f"[{self.stage}] {'checks:' if self.checks else 'done'}{took}", flush=True)
+        took = f" in {self.seconds:.1f} s" if self.seconds is not None else ""
+        print(f"[{self.stage}] {len(self.checks)} check(s){took}", flush=True)
         for line in self.summary_lines():
             print(line, flush=True)
 

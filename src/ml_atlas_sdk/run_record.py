@@ -99,6 +99,16 @@ def run_metrics(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     for output, figures in reports.get("drift", {}).get("metrics", {}).items():
         for figure, value in figures.items() if isinstance(figures, Mapping) else ():
             _put(metrics, f"drift.{output}.{figure}", value)
+    precision = reports.get("precision", {})
+    figures = precision.get("metrics", {})
+    for figure in ("max_abs_activation", "modules_over", "modules_underflow"):
+        _put(metrics, f"precision.{figure}", figures.get(figure))
+    for output, errors in figures.get("fp16_outputs", {}).items():
+        _put(metrics, f"precision.{output}.fp16_max_abs_err", errors.get("max_abs_err"))
+    coverage = next((c for c in precision.get("checks", []) if c.get("name") == "int8_calibration_coverage"), {})
+    for name, cover in (coverage.get("details", {}).get("inputs") or {}).items():
+        for figure in ("outside_share", "quantile_gap", "unseen_share"):
+            _put(metrics, f"precision.{name}.{figure}", cover.get(figure))
     export = reports.get("export", {}).get("metrics", {})
     _put(metrics, "export.accepted_step", export.get("accepted_step"))
     _put(metrics, "export.attempts", export.get("attempts"))
