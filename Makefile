@@ -26,9 +26,9 @@ TEST_JOBS ?= 2
 test: install
 	$(RUN) python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
-# The whole model zoo, slow cases included (each slow case is one full `dvc repro`, about 2 min).
+# The model zoo alone (also part of `make test`).
 test-zoo: install
-	$(RUN) ATLAS_ZOO_SLOW=1 python -m pytest tests/test_zoo.py $(PYTEST_ARGS)
+	$(RUN) python -m pytest tests/test_zoo.py $(PYTEST_ARGS)
 
 params: install
 	$(RUN) python -m ml_atlas_sdk.pipeline.params

@@ -3,7 +3,6 @@ families (BERT, LSTM, conv net) through a real `dvc repro` + `atlas-bundle verif
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,11 +28,9 @@ from ml_atlas_sdk.tensors import frame_to_table, read_table
 from zoo import models as zoo_models
 from zoo.cases import BY_NAME, CASES, EXPORT_BATCH, ROWS
 
-# A real `dvc repro` costs 1.5-2.5 min per model on a 2-core machine: `make test` runs the conv
-# net; BERT and LSTM are marked slow and run with `make test-zoo` (ATLAS_ZOO_SLOW=1).
-_SLOW = pytest.mark.skipif(os.environ.get("ATLAS_ZOO_SLOW") != "1", reason="slow: run with `make test-zoo`")
-PIPELINE_CASES = [pytest.param("convnet"), pytest.param("bert", marks=[pytest.mark.slow, _SLOW]),
-                  pytest.param("lstm", marks=[pytest.mark.slow, _SLOW])]
+# Three architectures through a real `dvc repro` (about 30 s each on a quiet 2-core machine): a conv
+# net (fixed_shape_tensor cells), a BERT encoder (nested-list ids) and an LSTM tagger.
+PIPELINE_CASES = ["convnet", "bert", "lstm"]
 
 
 @pytest.fixture(scope="module")
