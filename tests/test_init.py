@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _init_in_process(project: Path, *args: str) -> str:
 def onboarded(tmp_path_factory) -> dict:
     """One project copy and three models, onboarded by `atlas-bundle init`; the GRU, which the
     defaults switch to, then goes through `dvc repro`. The other two keep the defaults (--no-switch)
-    and go through the SDK door below (a `dvc repro` each would double this module's time).
+    and go through the SDK door, then the pipeline by the override init printed (last test).
 
     - zoo_gru: one tensor out; padded token ids (int32 in the file), a list column;
     - zoo_ranker: a dict of two heads out; four inputs (scalars and lists, int32 and float64);
@@ -228,3 +229,22 @@ def test_refusals_are_one_line_and_write_nothing(case, tmp_path, monkeypatch, ca
     assert expected in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "conf/config.yaml").read_text() == (REPO_ROOT / "conf/config.yaml").read_text()
+
+
+def test_the_printed_override_pushes_each_other_model_through_dvc(onboarded, tmp_path, monkeypatch, capsys):
+    """The tuple- and dict-output models through the whole pipeline too, by the `dvc exp run -S ...`
+    line init printed for them, in a copy of the onboarded project (its store moves with it)."""
+    project = tmp_path / "copy"
+    shutil.copytree(onboarded["project"], project, symlinks=True)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.chdir(project)  # the copy's own mlartifacts/ for verify
+    for name in ("zoo_lstm", "zoo_ranker"):
+        (line,) = [ln.strip() for ln in onboarded["printed"][name].splitlines() if f"-S model={name}" in ln]
+        command = shlex.split(line[line.index("dvc exp run"):].split("`")[0])
+        pushed = run(command, project, timeout=900)
+        upload = json.loads((project / "reports/upload.json").read_text())
+        assert upload["status"] == "pushed", pushed.stdout[-3000:]
+        tags = MlflowClient(uri).get_run(upload["run_id"]).data.tags
+        assert tags["atlas.model_name"] == name
+        assert {v for k, v in tags.items() if k.startswith("atlas.check.")} <= {"passed", "skipped"}, tags
+        assert cli(["verify", upload["run_id"], "--tracking-uri", uri]) == 0, capsys.readouterr().err
