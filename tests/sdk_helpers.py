@@ -10,6 +10,7 @@ import yaml
 from conftest import REPO_ROOT
 from ml_atlas_sdk import ModelMetadata
 from ml_atlas_sdk.demo.ranking import build_model
+from ml_atlas_sdk.settings import Settings
 
 
 def demo_model() -> torch.nn.Module:
@@ -24,3 +25,9 @@ def demo_metadata() -> ModelMetadata:
 
 def demo_frame(name: str, root: Path = REPO_ROOT) -> pd.DataFrame:
     return pd.read_parquet(root / f"data/demo/{name}.parquet")
+
+
+def step_settings(metadata: ModelMetadata, **sections) -> Settings:
+    """Settings for calling the build's steps directly: the schema's defaults, `sections` over them
+    (mlflow.experiment has no default; the steps never read it)."""
+    return Settings.model_validate({"metadata": metadata, "mlflow": {"experiment": "steps"}, **sections})

@@ -16,10 +16,11 @@ from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.pipeline.plots import write_localization
 from ml_atlas_sdk.pipeline.summary import summary_table
-from ml_atlas_sdk.settings import ExportSettings, RoundtripSettings
+from ml_atlas_sdk.settings import RoundtripSettings
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.export import export_model
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
+from sdk_helpers import step_settings
 from zoo.cases import BY_NAME
 
 ROWS = 32
@@ -32,10 +33,9 @@ def export_and_roundtrip(model, inputs, meta, tmp_path, dynamo=False, get_model=
     skip = SkipPolicy([])
     canonical, _ = canonical_outputs(model, inputs, meta, skip, SETTINGS.batch_size)
     onnx_path = tmp_path / "model.onnx"
-    outcome, _ = export_model(model, inputs, canonical, meta, ExportSettings(batch_size=8, dynamo=dynamo), (), False,
-                              SETTINGS.tolerance, SETTINGS.batch_size, onnx_path, skip)
-    report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, SETTINGS.tolerance, SETTINGS.batch_size,
-                                len(outcome.sample_rows), skip, get_model or (lambda: model))
+    settings = step_settings(meta, export={"batch_size": 8, "dynamo": dynamo}, escalation={"enabled": False})
+    outcome, _ = export_model(model, inputs, canonical, settings, onnx_path)
+    report, _ = roundtrip_model(onnx_path, inputs, canonical, settings, len(outcome.sample_rows), get_model or (lambda: model))
     return outcome.attempts[0], report
 
 

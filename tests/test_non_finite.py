@@ -21,11 +21,11 @@ from ml_atlas_sdk.checks.roundtrip import roundtrip as roundtrip_check
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, worst
 from ml_atlas_sdk.consumer import check_bundle_dir
-from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.settings import EscalationSettings, RoundtripSettings
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.export import export_model
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
+from sdk_helpers import step_settings
 
 # The pipeline's defaults, as the SDK door uses them.
 defaults = SimpleNamespace(ROWS_PER_RUN=RoundtripSettings().batch_size,
@@ -110,10 +110,9 @@ def test_export_ladder_and_roundtrip_refuse_the_model(tmp_path):
     model, inputs, skip = nan_under_export.build_model(), _inputs(), SkipPolicy([])
     canonical, report = canonical_outputs(model, inputs, meta, skip, defaults.ROWS_PER_RUN)
     assert report.checks[0].verdict.value == "passed"  # PyTorch itself is finite
-    settings = ExportSettings(opset=17, do_constant_folding=True, dynamo=False, batch_size=8)
+    settings = step_settings(meta, export={"batch_size": 8})  # the default ladder
     onnx_path = tmp_path / "model.onnx"
-    outcome, _ = export_model(model, inputs, canonical, meta, settings, defaults.ESCALATION_LADDER, True, TOL,
-                              defaults.ROWS_PER_RUN, onnx_path, skip)
+    outcome, _ = export_model(model, inputs, canonical, settings, onnx_path)
     tried = [a for a in outcome.attempts if a.status != "duplicate"]
     assert len(tried) == 1 + len(defaults.ESCALATION_LADDER)  # dynamo too: no step escapes the NaN
     assert all(a.status == "roundtrip_failed" and NAN_MESSAGE in a.error for a in tried), [a.error for a in tried]
@@ -122,7 +121,7 @@ def test_export_ladder_and_roundtrip_refuse_the_model(tmp_path):
     assert all(a.localization["first_divergence"]["module"] == "" for a in tried), [a.localization for a in tried]
     assert all(a.localization["first_divergence"]["module_type"] == "NanUnderExport" for a in tried)
     assert not outcome.accepted and onnx_path.is_file()  # the closest one is kept for the roundtrip stage
-    rt_report, _ = roundtrip_model(onnx_path, inputs, canonical, meta, TOL, defaults.ROWS_PER_RUN, 8, skip)
+    rt_report, _ = roundtrip_model(onnx_path, inputs, canonical, settings, 8)
     result = rt_report.checks[0]
     assert result.verdict.value == "failed" and result.message.startswith(NAN_MESSAGE)
     assert rt_report.metrics["outputs"]["logits"]["non_finite_mismatch"] == ROWS * nan_under_export.CLASSES
@@ -135,10 +134,10 @@ def test_nan_inputs_with_nan_inf_skipped_fail_the_roundtrip(tmp_path):
     inputs = _inputs()
     inputs["x"][5, 0] = float("nan")
     canonical, _ = canonical_outputs(model, inputs, meta, skip, defaults.ROWS_PER_RUN)
-    settings = ExportSettings(opset=17, do_constant_folding=True, dynamo=False, batch_size=8)
+    settings = step_settings(meta, export={"batch_size": 8}, escalation={"enabled": False}, checks={"skip": ["nan_inf"]})
     onnx_path = tmp_path / "model.onnx"
-    export_model(model, inputs, canonical, meta, settings, (), False, TOL, defaults.ROWS_PER_RUN, onnx_path, skip)
-    result = roundtrip_model(onnx_path, inputs, canonical, meta, TOL, defaults.ROWS_PER_RUN, 8, skip)[0].checks[0]
+    export_model(model, inputs, canonical, settings, onnx_path)
+    result = roundtrip_model(onnx_path, inputs, canonical, settings, 8)[0].checks[0]
     assert result.verdict.value == "failed"
     assert result.message.startswith("logits: 3 element(s) NaN in both ONNX and PyTorch")
 

@@ -16,7 +16,7 @@ from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manif
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.run_claims import COMPLETE_TAG, SHA_TAG  # noqa: F401 (re-exported)
 from ml_atlas_sdk.run_record import PLOTS_DIR
-from ml_atlas_sdk.secrets import redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
+from ml_atlas_sdk.secrets import first_line, redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
 
 MODEL_ARTIFACT_PATH = "model"  # mlflow_model's folder, cleared with atlas/ on a re-upload
 RETRIES = 3
@@ -81,7 +81,7 @@ def with_retries(what: str, fn: Callable[[], T], tracking_uri: str, retries: int
             if attempt == retries or not _transient(exc):
                 raise AtlasBundleError(
                     f"mlflow.tracking_uri {redact_uri(tracking_uri)}: {what} failed after {attempt} attempt(s): "
-                    f"{scrub(_one_line(exc), tracking_uri)}"
+                    f"{type(exc).__name__}: {first_line(exc, tracking_uri)}"
                 ) from None
             time.sleep(min(2**attempt, 10))
     raise AssertionError("unreachable")
@@ -208,7 +208,3 @@ def _transient(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(s in text for s in ("connection", "timeout", "timed out", "temporarily", "503", "502", "504", "429", "max retries"))
 
-
-def _one_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]

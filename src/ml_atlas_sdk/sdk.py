@@ -146,17 +146,12 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     inputs = tensorized.tensors[VAL_INPUTS]
     canonical, canonical_report = canonical_outputs(bundle.model, inputs, meta, skip, settings.roundtrip.batch_size)
     canonical_report.stop().print_summary()
-    export, ladder = settings.export_plan()
-    tol, rows_per_run = settings.roundtrip.tolerance, settings.roundtrip.batch_size
     onnx_path = work / "onnx" / "model.onnx"
-    outcome, export_report = export_model(bundle.model, inputs, canonical, meta, export, ladder,
-                                          settings.escalation.enabled, tol, rows_per_run, onnx_path, skip,
-                                          settings.roundtrip.localize_rows)
+    outcome, export_report = export_model(bundle.model, inputs, canonical, settings, onnx_path)
     export_report.stop().print_summary()
     require_exported_model(outcome, "see the attempts printed above")
-    roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, meta, tol, rows_per_run,
-                                                     len(outcome.sample_rows), skip, lambda: bundle.model,
-                                                     settings.roundtrip.localize_rows)
+    roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, settings, len(outcome.sample_rows),
+                                                     lambda: bundle.model)
     roundtrip_report.stop().print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
     invariance_report.stop().print_summary()

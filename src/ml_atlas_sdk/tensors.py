@@ -18,6 +18,7 @@ import torch
 
 from ml_atlas_sdk.dtypes import cast_exact
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.secrets import first_line
 
 
 def read_table(path: str | Path, setting: str) -> pa.Table:
@@ -28,7 +29,7 @@ def read_table(path: str | Path, setting: str) -> pa.Table:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise AtlasInputError(f"{setting}: {path} is not a readable Parquet file ({_first_line(exc)})") from None
+        raise AtlasInputError(f"{setting}: {path} is not a readable Parquet file ({first_line(exc)})") from None
     if table.num_rows == 0:
         raise AtlasInputError(f"{setting}: {path} has zero rows")
     return table
@@ -213,7 +214,3 @@ def slice_rows(tensors: dict[str, torch.Tensor], index) -> dict[str, torch.Tenso
 def row_count(tensors: dict[str, torch.Tensor]) -> int:
     return next(iter(tensors.values())).shape[0]
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

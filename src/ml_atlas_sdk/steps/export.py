@@ -1,22 +1,18 @@
 """Export with escalation, plus forward_scan before and onnx_cross_check after."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
 
-from ml_atlas_sdk import ort_engine as rt
-from ml_atlas_sdk.checks import SkipPolicy, run_check
+from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
-from ml_atlas_sdk.export.settings import ExportSettings
-from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport
-from ml_atlas_sdk.settings import RoundtripSettings
+from ml_atlas_sdk.settings import Settings
 
 
 def print_attempt(attempt: ExportAttempt) -> None:
@@ -47,24 +43,22 @@ def export_model(
     model: torch.nn.Module,
     inputs: dict[str, torch.Tensor],
     canonical: dict[str, torch.Tensor],
-    metadata: ModelMetadata,
-    settings: ExportSettings,
-    ladder: Sequence[Mapping[str, Any]],
-    escalate: bool,
-    tol: rt.Tolerance,
-    rows_per_run: int,
+    settings: Settings,
     out_path: Path,
-    skip: SkipPolicy,
-    localize_rows: int = RoundtripSettings().localize_rows,
 ) -> tuple[ExportOutcome, StageReport]:
+    """The configured export, then the ladder (settings.export_plan()), each attempt judged by the
+    round-trip's rule (settings.roundtrip) and localized when it fails; checks.skip applies."""
+    metadata, skip, roundtrip = settings.metadata, settings.checks.policy, settings.roundtrip
+    export, ladder = settings.export_plan()
+    escalate = settings.escalation.enabled
     report = StageReport("export")
     report.add(run_check("forward_scan", model, skip=skip))
     rows = next(iter(inputs.values())).shape[0]
-    sample = max(2, min(settings.batch_size, rows))
+    sample = max(2, min(export.batch_size, rows))
     print(f"[export] {1 + (len(ladder) if escalate else 0)} attempt(s) at most; export sample of {sample} of {rows} rows", flush=True)
     outcome = export_with_escalation(
-        model, inputs, canonical, metadata, settings, ladder, escalate, tol, rows_per_run, out_path, on_attempt=print_attempt,
-        localize_rows=localize_rows,
+        model, inputs, canonical, metadata, export, ladder, escalate, roundtrip.tolerance, roundtrip.batch_size, out_path,
+        on_attempt=print_attempt, localize_rows=roundtrip.localize_rows,
     )
     chosen = outcome.chosen
     if chosen is not None:

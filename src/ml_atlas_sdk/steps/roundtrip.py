@@ -7,31 +7,28 @@ from pathlib import Path
 import torch
 
 from ml_atlas_sdk import ort_engine as rt
-from ml_atlas_sdk.checks import SkipPolicy, run_check
+from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.result import Verdict
 from ml_atlas_sdk.localize.locate import localize_failure, not_run, without_trail
-from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.reports import StageReport
-from ml_atlas_sdk.settings import RoundtripSettings
+from ml_atlas_sdk.settings import Settings
 
 
 def roundtrip_model(
     onnx_path: Path,
     inputs: dict[str, torch.Tensor],
     canonical: dict[str, torch.Tensor],
-    metadata: ModelMetadata,
-    tol: rt.Tolerance,
-    rows_per_run: int,
+    settings: Settings,
     export_rows: int,
-    skip: SkipPolicy,
     get_model: Callable[[], torch.nn.Module] | None = None,
-    localize_rows: int = RoundtripSettings().localize_rows,
 ) -> tuple[StageReport, dict[str, "object"]]:
     """Returns the report and ORT's outputs (for error plots).
 
     A failed verdict is localized with the model `get_model` returns (called only then, so a
     passing round-trip never builds it); report.extra["localization"] says what was found.
     """
+    metadata, skip = settings.metadata, settings.checks.policy
+    tol, rows_per_run, localize_rows = settings.roundtrip.tolerance, settings.roundtrip.batch_size, settings.roundtrip.localize_rows
     report = StageReport("roundtrip")
     if "roundtrip" in skip:
         report.add(run_check("roundtrip", {}, tol, skip=skip))

@@ -12,14 +12,10 @@ from ml_atlas_sdk.steps.export import export_model, require_exported_model
 
 def run_export(cfg: Settings) -> None:
     begin("export", ONNX_MODEL.parent)
-    settings, ladder = cfg.export_plan()
     model = load_model(cfg.model)
     inputs = tio.load_tensors(VAL_INPUTS_FILE)
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
-    outcome, report = export_model(
-        model, inputs, canonical, cfg.metadata, settings, ladder, cfg.escalation.enabled,
-        cfg.roundtrip.tolerance, cfg.roundtrip.batch_size, ONNX_MODEL, cfg.checks.policy, cfg.roundtrip.localize_rows,
-    )
+    outcome, report = export_model(model, inputs, canonical, cfg, ONNX_MODEL)
     if outcome.chosen is not None:
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
                                  "export_sample_rows": outcome.sample_rows})

@@ -18,9 +18,7 @@ def run_roundtrip(cfg: Settings) -> None:
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_info = read_export_info()
     export_rows = len(export_info["export_sample_rows"])
-    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg.metadata, cfg.roundtrip.tolerance,
-                                     cfg.roundtrip.batch_size, export_rows, cfg.checks.policy,
-                                     lambda: load_model(cfg.model), cfg.roundtrip.localize_rows)
+    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: load_model(cfg.model))
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     write_localization(PLOTS / "localization", report.extra["localization"])
     report.extra.update(headline(report.to_dict(), export_info["settings_used"]))
