@@ -7,7 +7,6 @@ Both doors build the record from the same stage report dicts (`StageReport.to_di
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ml_atlas_sdk.checks.result import CheckResult
+from ml_atlas_sdk.compare import worst
 
 PLOTS_DIR = "plots"  # beside atlas/ in the run's artifacts
 NOTE_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
@@ -160,6 +160,4 @@ def _number(value: Any) -> float | None:
 
 def _worst(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
-    if not present:
-        return None
-    return math.nan if any(math.isnan(v) for v in present) else max(present)
+    return worst(present) if present else None

@@ -5,6 +5,7 @@ Lines the tests look for carry a `# marker:` comment, so no line number is writt
 """
 import torch
 from torch import nn
+from fixture_models.single_io import single_io_metadata
 
 FEATURES, WIDTH, CLASSES = 4, 16, 3
 
@@ -86,17 +87,7 @@ def build_model(fault: str | None = "half") -> ResidualNet:
 
 
 def metadata() -> dict:
-    return {
-        "model_name": "residual_net",
-        "input_names": ["x"],
-        "output_names": ["logits"],
-        "input_shapes": {"x": [-1, FEATURES]},
-        "output_shape": {"logits": [-1, CLASSES]},
-        "dynamic_axes": {"x": {0: "batch"}, "logits": {0: "batch"}},
-        "onnx_opset": 17,
-        "architecture": "residual-mlp",
-        "task_type": "classification",
-    }
+    return single_io_metadata("residual_net", "x", [-1, FEATURES], [-1, CLASSES], "residual-mlp")
 
 
 def marked_line(marker: str) -> int:

@@ -5,6 +5,7 @@ Token embeddings of about +-100 in 16 dimensions give q.k scores up to ~1.6e5, b
 """
 import torch
 from torch import nn
+from fixture_models.single_io import single_io_metadata
 
 VOCAB, DIM, SEQ = 50, 16, 8
 
@@ -67,9 +68,4 @@ def build_model() -> OverflowModel:
 
 
 def metadata() -> dict:
-    return {
-        "model_name": "fp16_overflow", "input_names": ["tokens"], "output_names": ["logits"],
-        "input_shapes": {"tokens": [-1, SEQ]}, "output_shape": {"logits": [-1, 2]},
-        "dynamic_axes": {"tokens": {0: "batch"}, "logits": {0: "batch"}},
-        "onnx_opset": 17, "architecture": "dot-attention", "task_type": "classification",
-    }
+    return single_io_metadata("fp16_overflow", "tokens", [-1, SEQ], [-1, 2], "dot-attention")

@@ -4,6 +4,7 @@
 """
 import torch
 from torch import nn
+from fixture_models.single_io import single_io_metadata
 
 FEATURES, CLASSES = 4, 3
 
@@ -26,15 +27,5 @@ def build_model() -> NanUnderExport:
 
 
 def metadata() -> dict:
-    return {
-        "model_name": "nan_under_export",
-        "input_names": ["x"],
-        "output_names": ["logits"],
-        "input_shapes": {"x": [-1, FEATURES]},
-        "output_shape": {"logits": [-1, CLASSES]},
-        "dynamic_axes": {"x": {0: "batch"}, "logits": {0: "batch"}},
-        "onnx_opset": 17,
-        "architecture": "linear",
-        "task_type": "classification",
-        "input_dtypes": {"x": "float32"},
-    }
+    return single_io_metadata("nan_under_export", "x", [-1, FEATURES], [-1, CLASSES], "linear",
+                              input_dtypes={"x": "float32"})
