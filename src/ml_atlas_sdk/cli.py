@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from ml_atlas_sdk.consumer import verify
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.secrets import first_line, scrub, uri_secrets
 
@@ -23,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "init":
         return _init(args, parser)
+    from ml_atlas_sdk.consumer import verify  # torch, onnxruntime and MLflow: only when verifying
+
     if args.tracking_uri and uri_secrets(args.tracking_uri):
         print("warning: --tracking-uri carries a password or query string, which shell history keeps; "
               "set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead", file=sys.stderr)
