@@ -19,9 +19,15 @@ import numpy as np
 
 from ml_atlas_sdk.errors import AtlasInputError
 
+FP16_MAX = float(np.finfo(np.float16).max)  # 65504: what FP16 engines overflow past
 SUPPORTED_DTYPES = ("float32", "float16", "float64", "int64", "int32", "bool")
 _DEFAULT_BY_KIND = {"f": "float32", "i": "int64", "u": "int64", "b": "bool"}
 _KIND_WORD = {"f": "float", "i": "int", "u": "int", "b": "bool"}
+
+
+def dtype_name(tensor) -> str:
+    """"float32", "int64", "bool"...: one spelling for numpy arrays and torch tensors alike."""
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def target_dtype(source: np.dtype, declared: str | None) -> np.dtype:
@@ -31,10 +37,11 @@ def target_dtype(source: np.dtype, declared: str | None) -> np.dtype:
     return np.dtype(_DEFAULT_BY_KIND[source.kind])
 
 
-def cast_exact(values: np.ndarray, declared: str | None, where: str) -> np.ndarray:
+def cast_exact(values: np.ndarray, declared: str | None, where: str, first_row: int = 0) -> np.ndarray:
     """`values` (first axis = rows) cast to its target dtype, or one AtlasInputError naming the row.
 
-    `where` is "<file>: column 'name'"; row numbers count from the file's first row.
+    `where` is "<file>: column 'name'"; `values` start at the file's row `first_row`, so row
+    numbers count from the file's first row.
     """
     if values.dtype.kind not in _DEFAULT_BY_KIND:
         raise AtlasInputError(f"{where}: dtype {values.dtype} is not numeric")
@@ -48,7 +55,7 @@ def cast_exact(values: np.ndarray, declared: str | None, where: str) -> np.ndarr
         why = ("metadata.input_dtypes" if declared is not None else
                f"{_KIND_WORD[values.dtype.kind]} columns become {target} unless metadata.input_dtypes says otherwise")
         raise AtlasInputError(
-            f"{where} row {flat // per_row}: value {values.reshape(-1)[flat]} cannot be cast exactly "
+            f"{where} row {first_row + flat // per_row}: value {values.reshape(-1)[flat]} cannot be cast exactly "
             f"to {target} ({why})"
         )
     return values.astype(target)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ml_atlas_sdk.dtypes import SUPPORTED_DTYPES
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.provenance import distribution_version
 
 MIN_OPSET = 17
 
@@ -29,7 +29,7 @@ class ModelMetadata(BaseModel):
     architecture: str = ""
     task_type: str = ""
     input_dtypes: dict[str, str] | None = None
-    torch_version: str = Field(default_factory=lambda: torch.__version__)
+    torch_version: str = Field(default_factory=lambda: distribution_version("torch") or "")  # no torch import
 
     @field_validator("onnx_opset")
     @classmethod

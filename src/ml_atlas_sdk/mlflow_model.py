@@ -6,22 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.mlflow_store import MODEL_ARTIFACT_PATH  # noqa: F401 (mlflow_store clears it on a re-upload)
 EXAMPLE_ROWS = 2
-# Every dtype metadata.input_dtypes may declare (ml_atlas_sdk.dtypes), plus the defaults.
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_,
-                 torch.int32: np.int32, torch.float16: np.float16, torch.float64: np.float64}
 
 
-def signature_for(meta: ModelMetadata, val_inputs: dict[str, torch.Tensor], val_outputs: dict[str, torch.Tensor]):
+def signature_for(meta: ModelMetadata, val_inputs: dict[str, np.ndarray], val_outputs: dict[str, np.ndarray]):
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
     def specs(names, shapes, tensors):
-        return Schema([TensorSpec(np.dtype(_NUMPY_DTYPES[tensors[n].dtype]), tuple(shapes[n]), n) for n in names])
+        return Schema([TensorSpec(np.dtype(tensors[n].dtype), tuple(shapes[n]), n) for n in names])
 
     return ModelSignature(
         inputs=specs(meta.input_names, meta.input_shapes, val_inputs),
@@ -30,11 +26,11 @@ def signature_for(meta: ModelMetadata, val_inputs: dict[str, torch.Tensor], val_
 
 
 def log_onnx_model(client, run_id: str, onnx_path: Path, meta: ModelMetadata,
-                   val_inputs: dict[str, torch.Tensor], val_outputs: dict[str, torch.Tensor]) -> str:
+                   val_inputs: dict[str, np.ndarray], val_outputs: dict[str, np.ndarray]) -> str:
     """Save with mlflow.onnx.save_model and upload through the client: no fluent/global run state."""
     import mlflow.onnx
 
-    example = {n: val_inputs[n][:EXAMPLE_ROWS].numpy() for n in meta.input_names}
+    example = {n: np.array(val_inputs[n][:EXAMPLE_ROWS]) for n in meta.input_names}
     with tempfile.TemporaryDirectory(prefix="atlas-mlflow-model-") as tmp:
         local = Path(tmp) / MODEL_ARTIFACT_PATH
         mlflow.onnx.save_model(

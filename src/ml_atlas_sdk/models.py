@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -17,6 +18,15 @@ from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.secrets import first_line
 from ml_atlas_sdk.settings import ModelSource  # noqa: F401 (the `model:` section; re-exported)
 from ml_atlas_sdk.user_errors import at, code_failure, forward_failure, user_frame
+
+
+def as_torch(tensors: Mapping[str, Any] | None) -> dict[str, torch.Tensor] | None:
+    """Tensors for the model from the arrays the data side holds (shared memory where writable;
+    a read-only file mapping is copied, since a model may write to its inputs)."""
+    if tensors is None:
+        return None
+    return {name: value if isinstance(value, torch.Tensor) else
+            torch.from_numpy(value if value.flags.writeable else np.array(value)) for name, value in tensors.items()}
 
 
 def load_model(source: ModelSource) -> torch.nn.Module:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from tqdm import tqdm
 
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem
@@ -31,7 +30,7 @@ def cpu_session(onnx_path: str | Path) -> ort.InferenceSession:
 
 def run_onnx(
     session: ort.InferenceSession,
-    inputs: dict[str, torch.Tensor],
+    inputs: dict[str, np.ndarray],
     input_names: Sequence[str],
     output_names: Sequence[str],
     batch_size: int,
@@ -39,7 +38,7 @@ def run_onnx(
 ) -> dict[str, np.ndarray]:
     """Run the session over all rows in batches of `batch_size`; outputs concatenated by name."""
     rows = next(iter(inputs.values())).shape[0]
-    feeds = {n: inputs[n].numpy() for n in input_names}
+    feeds = {n: np.asarray(inputs[n]) for n in input_names}
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
     starts = range(0, rows, batch_size)
     # disable=None: a bar on a terminal, nothing in CI logs or `dvc repro` captured output.
@@ -51,7 +50,7 @@ def run_onnx(
 
 
 def compare(
-    actual: dict[str, np.ndarray], reference: dict[str, torch.Tensor], tol: Tolerance
+    actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], tol: Tolerance
 ) -> dict[str, dict[str, Any]]:
     return {name: compare_arrays(actual[name], reference[name], tol) for name in reference}
 
@@ -63,8 +62,8 @@ def problems(per_output: dict[str, dict[str, Any]], actual: str = ONNX, referenc
 
 def probe_batch_sizes(
     session: ort.InferenceSession,
-    inputs: dict[str, torch.Tensor],
-    reference: dict[str, torch.Tensor],
+    inputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
     input_names: Sequence[str],
     sizes: Sequence[int],
     tol: Tolerance,
@@ -72,7 +71,7 @@ def probe_batch_sizes(
     """Run whole batches of other sizes than the export sample's: a specialised batch axis fails here."""
     outcome = {}
     for size in sizes:
-        feed = {n: inputs[n][:size].numpy() for n in input_names}
+        feed = {n: np.asarray(inputs[n][:size]) for n in input_names}
         try:
             values = session.run(list(reference), feed)
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types

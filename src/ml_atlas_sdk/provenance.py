@@ -13,13 +13,11 @@ REPORTS_DIR = "reports/"  # each stage's report: how the stage went, not what th
 
 
 def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-
     from ml_atlas_sdk import __version__
 
-    return {"sdk": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    # The installed distributions' versions: what `torch.__version__` & co. say, without importing
+    # torch into stages that never run the model.
+    return {"sdk": __version__, **{name: distribution_version(name) or "" for name in ("torch", "onnx", "onnxruntime")}}
 
 
 def source_info(root: Path = Path(".")) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.invariance import invariance_step
-from ml_atlas_sdk.steps.precision import HINTS, precision_step
+from ml_atlas_sdk.precision.hints import HINTS
+from ml_atlas_sdk.steps.precision import precision_step
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 from ml_atlas_sdk.steps.tensorize import tensorize
 from ml_atlas_sdk.steps.upload import build_bundle, publish
@@ -169,9 +170,8 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     tensor_files = {tensor_file(stem): tio.save_tensors(tensors, work / "tensors" / tensor_file(stem))
                     for stem, tensors in {**tensorized.tensors, VAL_OUTPUTS: canonical}.items()}
     user_outputs = tensorized.tensors.get(VAL_OUTPUTS_USER, {})
-    curves = {"roundtrip": {n: error_curve(onnx_outputs.get(n), ref.numpy()) for n, ref in canonical.items()},
-              "drift": {n: error_curve(user_outputs[n].numpy() if n in user_outputs else None, ref.numpy())
-                        for n, ref in canonical.items()}}
+    curves = {"roundtrip": {n: error_curve(onnx_outputs.get(n), ref) for n, ref in canonical.items()},
+              "drift": {n: error_curve(user_outputs.get(n), ref) for n, ref in canonical.items()}}
     record = RunRecord(run_metrics({stage: report.to_dict() for stage, report in reports.items()}), curves)
     inputs_of_bundle = BundleInputs(
         onnx_path, tensor_files, doc.markdown, meta, export_report.extra["settings_used"], results,

@@ -1,74 +1,131 @@
-"""Parquet <-> `dict[name, Tensor]` through Arrow, with no per-row Python loop.
+"""Parquet <-> `dict[name, ndarray]` through Arrow, with no per-row Python loop and no torch.
 
 Cells may be Arrow `fixed_shape_tensor`, fixed-size lists, (nested) lists or scalars. Dtypes
 follow `ml_atlas_sdk.dtypes` (declared `input_dtypes`, else floats float32 and ints int64), so the
-bundle's tensors look the same whatever width the DataFrame happened to hold.
+bundle's tensors look the same whatever width the DataFrame happened to hold. A file is read one
+record batch at a time into one preallocated array per column, so the peak is the tensors plus a
+batch, not the Arrow table, its conversion and its cast all at once.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
+from ml_atlas_sdk import ptfile
 from ml_atlas_sdk.dtypes import cast_exact
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.secrets import first_line
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+BATCH_ROWS = 65_536  # at most this many rows per record batch read from a file...
+BATCH_BYTES = 32 << 20  # ...and about this many bytes: a batch bounds the memory beside the tensors
+
 
 def read_table(path: str | Path, setting: str) -> pa.Table:
-    """Read a Parquet file, refusing unreadable or empty ones with the setting that named it."""
+    """Read a whole Parquet file, refusing unreadable or empty ones with the setting that named it."""
+    source = open_table(path, setting)
+    try:
+        return source.read()
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        raise AtlasInputError(f"{setting}: {path} is not a readable Parquet file ({first_line(exc)})") from None
+
+
+def open_table(path: str | Path, setting: str) -> pq.ParquetFile:
+    """A Parquet file to read batch by batch (its footer read and checked, no data yet)."""
     path = Path(path)
     if not path.is_file():
         raise AtlasInputError(f"{setting}: {path} does not exist")
     try:
-        table = pq.read_table(path)
+        # Pre-buffering reads whole column chunks ahead and, in pyarrow 25, keeps them for the
+        # whole iteration: a 1 GB file then peaks at 3x its tensors. Unbuffered 1 MiB reads stay flat.
+        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         raise AtlasInputError(f"{setting}: {path} is not a readable Parquet file ({first_line(exc)})") from None
-    if table.num_rows == 0:
+    if source.metadata.num_rows == 0:
         raise AtlasInputError(f"{setting}: {path} has zero rows")
-    return table
+    return source
 
 
 def table_to_tensors(
-    table: pa.Table, names: list[str], where: str, dtypes: dict[str, str] | None = None
-) -> dict[str, torch.Tensor]:
-    """One tensor per named column, first dim = rows; `where` names the file in errors and
-    `dtypes` (metadata.input_dtypes) the declared dtype of some columns."""
-    missing = [n for n in names if n not in table.column_names]
+    table: pa.Table | pq.ParquetFile, names: list[str], where: str, dtypes: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
+    """One array per named column, first dim = rows; `where` names the file in errors and
+    `dtypes` (metadata.input_dtypes) the declared dtype of some columns. Row numbers in errors
+    count from the file's first row, whichever batch they fall in."""
+    schema = table.schema_arrow if isinstance(table, pq.ParquetFile) else table.schema
+    missing = [n for n in names if n not in schema.names]
     if missing:
-        raise AtlasInputError(
-            f"{where}: missing column(s) {missing}; the file has {table.column_names}"
-        )
+        raise AtlasInputError(f"{where}: missing column(s) {missing}; the file has {schema.names}")
     dtypes = dtypes or {}
-    return {name: column_to_tensor(table.column(name), f"{where}: column {name!r}", dtypes.get(name))
-            for name in names}
+    rows = table.metadata.num_rows if isinstance(table, pq.ParquetFile) else table.num_rows
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for batch in _batches(table, names, where):
+        for name in names:
+            column_where = f"{where}: column {name!r}"
+            values = column_to_tensor(batch.column(name), column_where, dtypes.get(name), start)
+            if name not in out:
+                out[name] = np.empty((rows, *values.shape[1:]), values.dtype)
+            elif values.shape[1:] != out[name].shape[1:]:
+                raise AtlasInputError(f"{column_where} row {start}: cell shape differs from row 0 ({list(values.shape[1:])} "
+                                      f"vs {list(out[name].shape[1:])}); every row of a column must have the same shape")
+            out[name][start:start + len(values)] = values
+        start += batch.num_rows
+    return out
 
 
-def column_to_tensor(column: pa.ChunkedArray, where: str, declared: str | None = None) -> torch.Tensor:
-    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    _refuse_nulls(array, where)
+def _batches(table: pa.Table | pq.ParquetFile, names: list[str], where: str) -> Iterator[pa.RecordBatch]:
+    if isinstance(table, pa.Table):
+        selected = table.select(names)
+        yield from selected.to_batches(max_chunksize=_batch_rows(selected.nbytes, selected.num_rows))
+        return
+    groups = [table.metadata.row_group(i) for i in range(table.num_row_groups)]
+    batch_rows = _batch_rows(sum(g.total_byte_size for g in groups), table.metadata.num_rows)
+    batches = table.iter_batches(batch_size=batch_rows, columns=names)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a corrupt page surfaces only when its batch is read
+            raise AtlasInputError(f"{where}: not a readable Parquet file ({first_line(exc)})") from None
+        yield batch
+
+
+def _batch_rows(total_bytes: int, rows: int) -> int:
+    row_bytes = total_bytes / max(1, rows)
+    return max(1, min(BATCH_ROWS, int(BATCH_BYTES // max(1.0, row_bytes))))
+
+
+def column_to_tensor(column: pa.Array | pa.ChunkedArray, where: str, declared: str | None = None,
+                     first_row: int = 0) -> np.ndarray:
+    """One column (or one batch of it) as an array; errors name rows from `first_row` on."""
+    array = column if isinstance(column, pa.Array) else column.combine_chunks()
+    _refuse_nulls(array, where, first_row)
     if isinstance(array.type, pa.FixedShapeTensorType):
         values = array.to_numpy_ndarray()
     elif _is_list(array.type):
-        values = _nested_lists_to_ndarray(array, where)
+        values = _nested_lists_to_ndarray(array, where, first_row)
     else:
         values = _to_numpy(array, where)
-    # One array for the whole column, so a refused cast names the file's row, not a row group's.
-    return _owned_tensor(cast_exact(values, declared, where))
+    return cast_exact(values, declared, where, first_row)
 
 
-def _nested_lists_to_ndarray(array: pa.Array, where: str) -> np.ndarray:
+def _nested_lists_to_ndarray(array: pa.Array, where: str, first_row: int) -> np.ndarray:
     rows = len(array)
     dims: list[int] = []
     level = array
     while _is_list(level.type):
-        _refuse_nulls(level, where, rows_per_element=math.prod(dims))
+        _refuse_nulls(level, where, first_row, rows_per_element=math.prod(dims))
         if pa.types.is_fixed_size_list(level.type):
             size = level.type.list_size
         else:
@@ -77,15 +134,15 @@ def _nested_lists_to_ndarray(array: pa.Array, where: str) -> np.ndarray:
             ragged = np.flatnonzero(lengths != size)
             if ragged.size:
                 elem = int(ragged[0])
-                row = elem // max(1, math.prod(dims))
+                row = first_row + elem // max(1, math.prod(dims))
                 raise AtlasInputError(
-                    f"{where} row {row}: cell shape differs from row 0 "
+                    f"{where} row {row}: cell shape differs from row {first_row} "
                     f"(length {int(lengths[elem])} vs {size} at depth {len(dims) + 1}); "
                     "every row of a column must have the same shape"
                 )
         dims.append(size)
         level = level.flatten()
-    _refuse_nulls(level, where, rows_per_element=math.prod(dims))
+    _refuse_nulls(level, where, first_row, rows_per_element=math.prod(dims))
     return _to_numpy(level, where).reshape(rows, *dims)
 
 
@@ -96,23 +153,17 @@ def _to_numpy(array: pa.Array, where: str) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
 
-def _refuse_nulls(array: pa.Array, where: str, rows_per_element: int = 1) -> None:
+def _refuse_nulls(array: pa.Array, where: str, first_row: int, rows_per_element: int = 1) -> None:
     if array.null_count:
         first = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise AtlasInputError(f"{where} row {first // max(1, rows_per_element)}: null cell or element")
+        raise AtlasInputError(f"{where} row {first_row + first // max(1, rows_per_element)}: null cell or element")
 
 
 def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def _owned_tensor(values: np.ndarray) -> torch.Tensor:
-    if not values.flags.writeable:  # Arrow buffers are read-only; torch wants to own its memory
-        values = values.copy()
-    return torch.from_numpy(np.ascontiguousarray(values))
-
-
-def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
+def write_frame(df: "pd.DataFrame", path: str | Path) -> Path:
     """Write a DataFrame whose cells are ndarrays (or scalars) to Parquet the tensorize step reads.
 
     Columns whose cells share one shape become Arrow `fixed_shape_tensor` columns; scalar
@@ -127,7 +178,7 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def frame_to_table(df: pd.DataFrame) -> pa.Table:
+def frame_to_table(df: "pd.DataFrame") -> pa.Table:
     """The Arrow table `write_frame` writes: what the SDK tensorizes in memory.
 
     Values keep their dtype: the tensorize step applies the one dtype policy to both doors.
@@ -138,7 +189,7 @@ def frame_to_table(df: pd.DataFrame) -> pa.Table:
     for name in df.columns:
         where = f"write_frame: column {name!r}"
         cells = df[name].to_numpy()
-        if len(cells) and isinstance(cells[0], (np.ndarray, list, tuple, torch.Tensor)):
+        if len(cells) and (isinstance(cells[0], (np.ndarray, list, tuple)) or hasattr(cells[0], "detach")):
             values = _stack_cells(cells, where)
         else:
             values = np.asarray(cells)
@@ -176,7 +227,7 @@ def _stack_cells(cells: np.ndarray, where: str) -> np.ndarray:
 def _cell_array(cell) -> np.ndarray:
     """One cell as an n-d array. pandas reads nested Parquet lists back as object arrays of arrays
     (a frame from `pd.read_parquet` is what notebook users hand the SDK), so stack those too."""
-    values = cell.numpy() if isinstance(cell, torch.Tensor) else np.asarray(cell)
+    values = cell.detach().cpu().numpy() if hasattr(cell, "detach") else np.asarray(cell)  # a torch.Tensor
     if values.dtype == object and values.size and isinstance(values.flat[0], (np.ndarray, list, tuple)):
         inner = [_cell_array(c) for c in values]
         if len({c.shape for c in inner}) == 1:  # ragged cells keep the object dtype and are refused as such
@@ -184,33 +235,33 @@ def _cell_array(cell) -> np.ndarray:
     return values
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """torch.save a dict of CPU contiguous tensors atomically (a crash leaves no half file)."""
+def save_tensors(tensors, path: str | Path) -> Path:
+    """Write arrays or CPU tensors in torch.save's format, atomically (a crash leaves no half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    # torch.save names the archive's root folder after the file stem, so the temp file keeps the
-    # stem and lives in a sibling folder: the bytes are identical to a direct save at `path`.
+    # The archive's root folder is named after the file stem, so the temp file keeps the stem and
+    # lives in a sibling folder: the bytes are identical to a direct save at `path`.
     tmp_dir = path.parent / f".{path.name}.partial"
     tmp_dir.mkdir(exist_ok=True)
     tmp = tmp_dir / path.name
-    torch.save(clean, tmp)
+    ptfile.save(tensors, tmp)
     tmp.replace(path)
     tmp_dir.rmdir()
     return path
 
 
-def load_tensors(path: str | Path, setting: str = "tensors") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path, setting: str = "tensors", writable: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of a tensor file, mapped from disk (copy-on-write where `writable`: a model may
+    be handed them as torch tensors, which want writable memory)."""
     path = Path(path)
     if not path.is_file():
         raise AtlasInputError(f"{setting}: {path} does not exist (did the earlier stage run?)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return ptfile.load(path, writable=writable)
 
 
-def slice_rows(tensors: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
+def slice_rows(tensors: dict, index) -> dict:
     return {k: v[index] for k, v in tensors.items()}
 
 
-def row_count(tensors: dict[str, torch.Tensor]) -> int:
+def row_count(tensors: dict) -> int:
     return next(iter(tensors.values())).shape[0]
-

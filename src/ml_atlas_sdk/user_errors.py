@@ -6,22 +6,27 @@ the module is the deepest `nn.Module` of their model whose method was running, n
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import sysconfig
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.errors import AtlasInputError, ModelCodeError
 from ml_atlas_sdk.secrets import first_line, scrub
 
-_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+if TYPE_CHECKING:
+    import torch
+
+# Found, not imported: every stage's error path loads this module, the data-only ones without torch.
+_TORCH_DIR = str(Path(importlib.util.find_spec("torch").submodule_search_locations[0]).resolve())
 _OUR_DIR = str(Path(__file__).resolve().parent)
 _OUR_DEMO_DIR = os.path.join(_OUR_DIR, "demo")  # the demo model is user code as far as a traceback goes
 _STDLIB_DIRS = {str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("stdlib", "platstdlib")}
@@ -46,7 +51,7 @@ def user_frame(tb: TracebackType | None) -> dict[str, Any] | None:
     if not frames:
         return None
     last = frames[-1]
-    return {"file": _shown_path(last.filename), "line": last.lineno, "function": last.name, "code": scrub((last.line or "").strip())}
+    return {"file": shown_path(last.filename), "line": last.lineno, "function": last.name, "code": scrub((last.line or "").strip())}
 
 
 def failing_module(tb: TracebackType | None, model: torch.nn.Module) -> str | None:
@@ -90,7 +95,7 @@ def forward_failure(exc: Exception, model: torch.nn.Module, args: Sequence[torch
     where = f" in module {module!r}" if module else f" in {type(model).__name__}.forward" if module == "" else ""
     where += f" ({', '.join(place)})" if place else ""
     first = _first_failing_row(model, args, rows)
-    shapes = ", ".join(f"{n} {str(a.dtype).removeprefix('torch.')}{list(a.shape)}" for n, a in zip(input_names, args))
+    shapes = ", ".join(f"{n} {dtype_name(a)}{list(a.shape)}" for n, a in zip(input_names, args))
     message = (f"model forward failed on {subject} {format_rows(rows)}"
                + (f" (first failing row {first})" if first is not None and len(rows) > 1 else "")
                + f"{where}: {describe(exc)} [inputs: {shapes}]")
@@ -102,7 +107,7 @@ def code_failure(prefix: str, exc: BaseException) -> ModelCodeError:
     """An error from importing or calling the user's code outside forward (factory, module top level)."""
     frame = user_frame(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.filename:  # the bad line is not a frame of the traceback
-        frame = {"file": _shown_path(exc.filename), "line": exc.lineno, "function": None, "code": scrub((exc.text or "").strip())}
+        frame = {"file": shown_path(exc.filename), "line": exc.lineno, "function": None, "code": scrub((exc.text or "").strip())}
     return ModelCodeError(f"{prefix} raised {describe(exc)}{at(frame)}", user_frame=frame, exception=describe(exc))
 
 
@@ -136,6 +141,8 @@ def _tensorize_hint(reports_dir: Path) -> str:
 
 def _first_failing_row(model: torch.nn.Module, args: Sequence[torch.Tensor], rows: Sequence[int]) -> int | None:
     """Retry the batch one row at a time (within a time budget) to name the first row that raises."""
+    import torch
+
     if len(rows) < 2:
         return None
     deadline = time.perf_counter() + ROW_RETRY_SECONDS
@@ -150,9 +157,14 @@ def _first_failing_row(model: torch.nn.Module, args: Sequence[torch.Tensor], row
     return None  # every row alone works: the failure depends on the batch as a whole
 
 
-def _shown_path(filename: str) -> str:
+def shown_path(filename: str, within_sys_path: bool = False) -> str:
+    """The file relative to the working directory, else (`within_sys_path`: a module path, as a
+    localization shows it) to the deepest sys.path entry holding it, else absolute."""
     path = Path(filename).resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    roots = [Path.cwd(), *(sorted((Path(p) for p in sys.path if p), key=lambda p: -len(str(p))) if within_sys_path else ())]
+    for root in roots:
+        try:
+            return str(path.relative_to(root.resolve()))
+        except (ValueError, OSError):
+            continue
+    return str(path)

@@ -1,9 +1,10 @@
 """Checks on the validation tensors: shapes and dtypes vs metadata, NaN/Inf, calibration size."""
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from ml_atlas_sdk.checks.registry import check
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.checks.result import Finding
 
 # The dtype policy's defaults (ml_atlas_sdk.dtypes) for columns without a declared dtype.
@@ -12,7 +13,7 @@ _DEFAULT_DTYPES = ("float32", "int64", "bool")
 
 @check("df_shape_dtype")
 def df_shape_dtype(
-    tensors: dict[str, torch.Tensor],
+    tensors: dict[str, np.ndarray],
     expected_shapes: dict[str, list[int]],
     expected_dtypes: dict[str, str],
     where: str,
@@ -22,9 +23,9 @@ def df_shape_dtype(
     problems, observed = [], {}
     for name, tensor in tensors.items():
         shape = expected_shapes[name]
-        observed[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
-        if tensor.dim() != len(shape):
-            problems.append(f"column {name!r}: rank {tensor.dim()} (shape {list(tensor.shape)}) but metadata shape is {shape}")
+        observed[name] = {"shape": list(tensor.shape), "dtype": dtype_name(tensor)}
+        if tensor.ndim != len(shape):
+            problems.append(f"column {name!r}: rank {tensor.ndim} (shape {list(tensor.shape)}) but metadata shape is {shape}")
             continue
         wrong = [
             f"axis {axis} is {got}, expected {want}"
@@ -45,17 +46,18 @@ def df_shape_dtype(
 
 
 @check("nan_inf")
-def nan_inf(tensors: dict[str, torch.Tensor], where: str) -> Finding:
+def nan_inf(tensors: dict[str, np.ndarray], where: str) -> Finding:
     """No NaN or Inf in any float tensor; names each column with its count and first row."""
     counts, problems = {}, []
     for name, tensor in tensors.items():
-        if not tensor.is_floating_point():
+        tensor = np.asarray(tensor)
+        if tensor.dtype.kind not in "fc":
             continue
-        bad = ~torch.isfinite(tensor)
+        bad = ~np.isfinite(tensor)
         count = int(bad.sum())
         counts[name] = count
         if count:
-            first_row = int(bad.reshape(tensor.shape[0], -1).any(dim=1).nonzero()[0, 0])
+            first_row = int(np.flatnonzero(bad.reshape(tensor.shape[0], -1).any(axis=1))[0])
             problems.append(f"column {name!r} has {count} NaN/Inf value(s), first at row {first_row}")
     details = {"where": where, "non_finite_counts": counts}
     if problems:

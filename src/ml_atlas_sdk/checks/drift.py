@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
@@ -15,7 +14,7 @@ COSINE_MIN_LAST_AXIS = 8  # cosine similarity says little about very short vecto
 USER, CANONICAL = "user val_outputs", "canonical"
 
 
-def drift_metrics(user: torch.Tensor, canonical: torch.Tensor) -> dict[str, Any]:
+def drift_metrics(user: np.ndarray, canonical: np.ndarray) -> dict[str, Any]:
     """Errors over the elements finite on both sides; `non_finite_mismatch` counts the others."""
     u, c = as_float64(user), as_float64(canonical)
     p = pair(u, c)
@@ -42,14 +41,14 @@ def drift_metrics(user: torch.Tensor, canonical: torch.Tensor) -> dict[str, Any]
     return metrics
 
 
-def non_finite_counts(outputs: dict[str, torch.Tensor]) -> dict[str, int]:
-    return {n: int((~torch.isfinite(t)).sum()) for n, t in outputs.items() if t.is_floating_point()}
+def non_finite_counts(outputs: dict[str, np.ndarray]) -> dict[str, int]:
+    return {n: int((~np.isfinite(t)).sum()) for n, t in outputs.items() if np.asarray(t).dtype.kind in "fc"}
 
 
 @check("drift")
 def drift(
-    user_outputs: dict[str, torch.Tensor] | None,
-    canonical: dict[str, torch.Tensor],
+    user_outputs: dict[str, np.ndarray] | None,
+    canonical: dict[str, np.ndarray],
     tolerance_mse: float,
     tolerance_max_abs: float,
 ) -> Finding:

@@ -5,11 +5,13 @@ import ast
 import inspect
 import textwrap
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
+
+if TYPE_CHECKING:  # the scan reads source code; the data-only stages import checks/ without torch
+    import torch
 
 # method call -> why tracing gets it wrong
 _SUSPECT_METHODS = {

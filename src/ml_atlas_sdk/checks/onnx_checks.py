@@ -4,11 +4,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import onnx
-import torch
 
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.secrets import first_line
 
@@ -19,7 +20,7 @@ def model_opset(model: onnx.ModelProto) -> int:
 
 @check("onnx_cross_check")
 def onnx_cross_check(
-    onnx_path: Path, metadata: ModelMetadata, expected_opset: int, val_inputs: Mapping[str, torch.Tensor] | None = None
+    onnx_path: Path, metadata: ModelMetadata, expected_opset: int, val_inputs: Mapping[str, np.ndarray] | None = None
 ) -> Finding:
     """ONNX checker, I/O names in order, a symbolic (dim_param) batch axis on every I/O, opset, and
     each graph input's dtype equal to what val_inputs.pt holds (the dtype policy's promise)."""
@@ -49,7 +50,7 @@ def onnx_cross_check(
             problems.append(f"{value.name!r}: axis 0 is {batch_axes[value.name]!r}, not a symbolic batch dim")
     dtypes = graph_input_dtypes(graph_inputs)
     for name, tensor in (val_inputs or {}).items():
-        want = str(tensor.dtype).removeprefix("torch.")
+        want = dtype_name(tensor)
         if name in dtypes and dtypes[name] != want:
             problems.append(f"graph input {name!r} takes {dtypes[name]} but val_inputs.pt holds {want}")
     opset = model_opset(model)

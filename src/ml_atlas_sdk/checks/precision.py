@@ -7,7 +7,7 @@ from typing import Any
 from ml_atlas_sdk.checks.registry import check
 from ml_atlas_sdk.checks.result import Finding
 from ml_atlas_sdk.compare import Tolerance, problem, worst
-from ml_atlas_sdk.precision.capture import FP16_MAX
+from ml_atlas_sdk.dtypes import FP16_MAX
 
 _LISTED = 5  # names per message; details hold them all
 

@@ -16,7 +16,8 @@ from ml_atlas_sdk.compare import worst
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings, ladder_settings
-from ml_atlas_sdk.localize.locate import localize_failure, without_trail
+from ml_atlas_sdk.localize.locate import localize_failure
+from ml_atlas_sdk.localize.report import without_trail
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import check_forward
 from ml_atlas_sdk.secrets import first_line

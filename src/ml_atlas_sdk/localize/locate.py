@@ -19,9 +19,10 @@ import torch
 
 from ml_atlas_sdk.compare import Tolerance, as_float64, compare_arrays, out_of_tolerance, problem
 from ml_atlas_sdk.localize.onnx_side import intermediate_values, node_scope, op_source
-from ml_atlas_sdk.localize.report import describe
+from ml_atlas_sdk.localize.report import describe, not_run
 from ml_atlas_sdk.localize.torch_side import ModuleCall, forward_source, module_calls
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.ort_engine import ONNX, PYTORCH
 from ml_atlas_sdk.tensors import slice_rows
 from ml_atlas_sdk.user_errors import describe as describe_exception
@@ -29,10 +30,6 @@ from ml_atlas_sdk.user_errors import describe as describe_exception
 MAX_SUSPECTS = 12  # ops listed between the last agreeing value and the first disagreeing one
 _NO_VALUE = {"Constant"}  # never a module's output
 _ERROR_KEYS = ("max_abs_err", "out_of_tol", "frac_out_of_tol", "non_finite_mismatch", "atol")
-
-
-def not_run(reason: str) -> dict[str, Any]:
-    return {"status": "not_run", "message": reason}
 
 
 def localize_failure(
@@ -56,17 +53,12 @@ def localize_failure(
         return not_run("every output agrees on every row: only the batch-size probe failed")
     started = time.perf_counter()
     try:
-        found = localize(get_model(), onnx_path, inputs, rows, metadata, tol)
+        found = localize(get_model(), onnx_path, as_torch(inputs), rows, metadata, tol)
     except Exception as exc:  # a diagnosis must never hide the verdict it explains
         found = {"status": "error", "rows": rows}
         found["message"] = f"localization failed: {describe_exception(exc)}"
     found["seconds"] = round(time.perf_counter() - started, 3)
     return found
-
-
-def without_trail(found: dict[str, Any]) -> dict[str, Any]:
-    """The localization without its per-value trail (the plot's data), for logs and check details."""
-    return {k: v for k, v in found.items() if k != "trail"}
 
 
 def failing_rows(actual: Mapping[str, np.ndarray], reference: Mapping[str, torch.Tensor], tol: Tolerance,

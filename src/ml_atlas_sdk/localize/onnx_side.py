@@ -18,8 +18,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from ml_atlas_sdk import ort_engine as rt
-from ml_atlas_sdk.localize.torch_side import shown_path
-from ml_atlas_sdk.user_errors import is_user_file
+from ml_atlas_sdk.user_errors import is_user_file, shown_path
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 STACK_TRACE = "pkg.torch.onnx.stack_trace"
@@ -63,7 +62,7 @@ def _self_and_ancestors(path: str) -> list[str]:
 def op_source(node: onnx.NodeProto) -> str | None:
     """`file:line` of the user's code that emitted the node (dynamo exporter only)."""
     frames = [m for m in _FRAME.finditer(metadata_of(node).get(STACK_TRACE, "")) if is_user_file(m["file"])]
-    return f"{shown_path(frames[-1]['file'])}:{frames[-1]['line']}" if frames else None
+    return f"{shown_path(frames[-1]['file'], within_sys_path=True)}:{frames[-1]['line']}" if frames else None
 
 
 def intermediate_values(onnx_path: Path, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

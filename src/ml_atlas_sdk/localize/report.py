@@ -6,6 +6,15 @@ from typing import Any
 SHOWN_SUSPECTS = 6
 
 
+def not_run(reason: str) -> dict[str, Any]:
+    return {"status": "not_run", "message": reason}
+
+
+def without_trail(found: dict[str, Any]) -> dict[str, Any]:
+    """The localization without its per-value trail (the plot's data), for logs and check details."""
+    return {k: v for k, v in found.items() if k != "trail"}
+
+
 def describe(found: dict[str, Any]) -> str:
     """One line saying where ONNX Runtime and PyTorch part ways (or why nobody looked)."""
     if found["status"] == "found":

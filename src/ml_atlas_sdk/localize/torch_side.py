@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ml_atlas_sdk.models import canonical_model
+from ml_atlas_sdk.user_errors import shown_path
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,5 @@ def forward_source(module: torch.nn.Module) -> str | None:
         line = inspect.getsourcelines(forward)[1]
     except (TypeError, OSError):
         return None
-    return f"{shown_path(file)}:{line}" if file else None
+    return f"{shown_path(file, within_sys_path=True)}:{line}" if file else None
 
-
-def shown_path(file: str) -> str:
-    path = Path(file).resolve()
-    for root in [Path.cwd(), *sorted((Path(p) for p in sys.path if p), key=lambda p: -len(str(p)))]:
-        try:
-            return str(path.relative_to(root.resolve()))
-        except (ValueError, OSError):
-            continue
-    return str(path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import torch
 
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata
 from ml_atlas_sdk.onboarding.inputs import InputPlan, padded_axes, plan_inputs
 from ml_atlas_sdk.onboarding.outputs import OutputPlan, length_followers, plan_outputs
@@ -44,7 +45,7 @@ def infer_metadata(model: torch.nn.Module, table: pa.Table, where: str, model_na
         "input_shapes": {n: _marked(shapes[n], axes[n]) for n in inputs.names},
         "output_shape": {n: _marked(shapes[n], axes[n]) for n in outputs.names},
         "dynamic_axes": axes, "onnx_opset": MIN_OPSET, "architecture": architecture, "task_type": task_type or "",
-        "input_dtypes": {n: str(t.dtype).removeprefix("torch.") for n, t in inputs.tensors.items()},
+        "input_dtypes": {n: dtype_name(t) for n, t in inputs.tensors.items()},
     }, where="inferred metadata")
     return Inferred(meta, inputs, outputs, notes)
 

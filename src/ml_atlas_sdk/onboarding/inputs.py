@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.tensors import table_to_tensors
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -31,11 +33,11 @@ def plan_inputs(model: torch.nn.Module, table: pa.Table, where: str) -> InputPla
     tensors = table_to_tensors(table, names, where)
     for name in names:
         held = np.dtype(_leaf_type(table.schema.field(name).type).to_pandas_dtype()).name
-        used = str(tensors[name].dtype).removeprefix("torch.")
+        used = dtype_name(tensors[name])
         if held != used:
             notes.append(f"input {name!r}: the file holds {held}, the bundle {used} (the dtype policy's default); "
                          f"set input_dtypes.{name} if the graph should take another dtype")
-    return InputPlan(names, tensors, notes)
+    return InputPlan(names, as_torch(tensors), notes)
 
 
 def input_names(model: torch.nn.Module, columns: list[str], where: str) -> tuple[list[str], list[str]]:

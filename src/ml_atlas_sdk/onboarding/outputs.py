@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ml_atlas_sdk.dtypes import dtype_name
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.models import _structure as structure_of
 from ml_atlas_sdk.user_errors import forward_failure
@@ -68,7 +69,7 @@ def plan_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], input_
             raise AtlasInputError(f"model output {name!r}: shape {s2} for 2 input rows and {s3} for 3; atlas needs the "
                                   "batch axis first in every output")
         shapes[name] = s2
-        dtypes[name] = "float32" if two[key].is_floating_point() else str(two[key].dtype).removeprefix("torch.")
+        dtypes[name] = "float32" if two[key].is_floating_point() else dtype_name(two[key])
         batch_axes[name] = [a for a in range(1, len(s2)) if s2[a] != s3[a]]
         if batch_axes[name]:
             notes.append(f"output {name!r}: axes {batch_axes[name]} also change with the number of rows; marked dynamic")

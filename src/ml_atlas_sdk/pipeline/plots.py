@@ -5,12 +5,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ml_atlas_sdk.run_record import Curve, error_curve
 
 
-def write_error_quantiles(out_dir: Path, actual: dict[str, np.ndarray] | None, reference: dict[str, torch.Tensor]) -> list[Path]:
+def write_error_quantiles(out_dir: Path, actual: dict[str, np.ndarray] | None, reference: dict[str, np.ndarray]) -> list[Path]:
     """|actual - reference| at each percentile, per output: the shape of the error, not just its max.
 
     Every reference output gets its CSV, with only the header when there is nothing to compare
@@ -24,7 +23,7 @@ def write_error_quantiles(out_dir: Path, actual: dict[str, np.ndarray] | None, r
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["percentile", "abs_err"])
-            for percentile, err in error_curve((actual or {}).get(name), ref_tensor.numpy()):
+            for percentile, err in error_curve((actual or {}).get(name), np.asarray(ref_tensor)):
                 writer.writerow([percentile, f"{err:.6g}"])
         written.append(path)
     return written

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
 FP16_FLUSH = 2.0 ** -25  # the largest |x| that rounds to zero in FP16
 
 

@@ -20,6 +20,8 @@ import onnx
 
 from ml_atlas_sdk.localize.onnx_side import node_scope
 
+HINTS = "precision_hints"  # the precision report's key both doors read the hints from
+
 
 def hinted_modules(flagged: Iterable[str], execution_order: Sequence[str]) -> list[str]:
     """The innermost of the flagged modules (not the model itself), in execution order."""

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
+import numpy as np
 
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.reports import StageReport
 
 
 def drift_step(
-    user_outputs: dict[str, torch.Tensor] | None,
-    canonical: dict[str, torch.Tensor],
+    user_outputs: dict[str, np.ndarray] | None,
+    canonical: dict[str, np.ndarray],
     tolerance_mse: float,
     tolerance_max_abs: float,
     skip: SkipPolicy,

@@ -10,6 +10,7 @@ import torch
 from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
@@ -52,6 +53,7 @@ def export_model(
     export, ladder = settings.export_plan()
     escalate = settings.escalation.enabled
     report = StageReport("export")
+    inputs, canonical = as_torch(inputs), as_torch(canonical)
     report.add(run_check("forward_scan", model, skip=skip))
     rows = next(iter(inputs.values())).shape[0]
     sample = max(2, min(export.batch_size, rows))

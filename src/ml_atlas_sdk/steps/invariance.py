@@ -10,7 +10,7 @@ from ml_atlas_sdk.checks import CheckResult, SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
-from ml_atlas_sdk.models import check_forward
+from ml_atlas_sdk.models import as_torch, check_forward
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.tensors import row_count, slice_rows
 
@@ -24,6 +24,7 @@ def invariance_step(
     work_dir: Path,
 ) -> StageReport:
     report = StageReport("invariance")
+    inputs = as_torch(inputs)
     if "sample_invariance" in skip:
         report.add(run_check("sample_invariance", None, None, skip=skip))
         return report

@@ -14,14 +14,15 @@ import torch
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.compare import compare_arrays
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.precision.calibration import coverage
-from ml_atlas_sdk.precision.capture import FP16_MAX, shown
-from ml_atlas_sdk.precision.hints import hinted_modules, owning_module
+from ml_atlas_sdk.dtypes import FP16_MAX
+from ml_atlas_sdk.precision.capture import shown
+from ml_atlas_sdk.precision.hints import HINTS, hinted_modules, owning_module
 from ml_atlas_sdk.precision.passes import Passes, run_passes
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import PrecisionSettings
 
-HINTS = "precision_hints"  # the report key both doors read the hints from
 
 
 def precision_step(
@@ -38,6 +39,7 @@ def precision_step(
     `tensors` (per parameter and buffer) and `precision_hints` beside them."""
     began = time.perf_counter()
     report = StageReport("precision")
+    inputs, canonical, calibration = as_torch(inputs), as_torch(canonical), as_torch(calibration)
     tol = settings.fp16_tolerance
     with_half = "fp16_roundtrip" not in skip
     passes = Passes()

@@ -3,24 +3,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.result import Verdict
-from ml_atlas_sdk.localize.locate import localize_failure, not_run, without_trail
+from ml_atlas_sdk.localize.report import not_run, without_trail
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
 
 
 def roundtrip_model(
     onnx_path: Path,
-    inputs: dict[str, torch.Tensor],
-    canonical: dict[str, torch.Tensor],
+    inputs: dict[str, np.ndarray],
+    canonical: dict[str, np.ndarray],
     settings: Settings,
     export_rows: int,
-    get_model: Callable[[], torch.nn.Module] | None = None,
+    get_model: Callable[[], "torch.nn.Module"] | None = None,
 ) -> tuple[StageReport, dict[str, "object"]]:
     """Returns the report and ORT's outputs (for error plots).
 
@@ -44,7 +48,9 @@ def roundtrip_model(
     if result.verdict is Verdict.FAILED:
         if get_model is None:
             localization = not_run("no model to compare with")
-        else:
+        else:  # torch and the exporters' graph tools load only here, for a failure
+            from ml_atlas_sdk.localize.locate import localize_failure
+
             localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata, tol, localize_rows)
         result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization), skip=skip)
     report.add(result)

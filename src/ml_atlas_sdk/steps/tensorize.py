@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
-import torch
+import pyarrow.parquet as pq
 
 from ml_atlas_sdk.build import CALIBRATION_INPUTS, VAL_INPUTS, VAL_OUTPUTS_USER  # noqa: F401 (tests/test_zoo.py imports VAL_INPUTS here)
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
@@ -15,12 +16,12 @@ from ml_atlas_sdk.tensors import row_count, table_to_tensors
 
 @dataclass
 class TensorizeResult:
-    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # by bundle file stem
+    tensors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # by bundle file stem
     report: StageReport = field(default_factory=lambda: StageReport("tensorize"))
 
 
 def tensorize(
-    tables: dict[str, tuple[pa.Table, str]],
+    tables: dict[str, tuple[pa.Table | pq.ParquetFile, str]],
     metadata: ModelMetadata,
     skip: SkipPolicy,
     calib_min_rows: int,

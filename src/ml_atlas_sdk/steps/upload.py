@@ -5,8 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.build import MODEL_ONNX, VAL_INPUTS, VAL_OUTPUTS, BuiltBundle, BundleInputs, tensor_file
 from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
 from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
@@ -69,8 +68,8 @@ def publish(
 
     def add_to_run(client, run_id: str) -> None:
         log_run_record(client, run_id, built.record, list(built.results))
-        inputs = torch.load(bundle_dir / tensor_file(VAL_INPUTS), weights_only=True)
-        outputs = torch.load(bundle_dir / tensor_file(VAL_OUTPUTS), weights_only=True)
+        inputs = tio.load_tensors(bundle_dir / tensor_file(VAL_INPUTS))
+        outputs = tio.load_tensors(bundle_dir / tensor_file(VAL_OUTPUTS))
         log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
         if mlflow_settings.get("register_model"):
             version = register(client, mlflow_settings["register_model"], run_id)

@@ -16,6 +16,6 @@ def run_drift(cfg: Settings) -> None:
     user = tio.load_tensors(user_path) if user_path.is_file() else None
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     report = drift_step(user, canonical, cfg.drift.tolerance_mse, cfg.drift.tolerance_max_abs, cfg.checks.policy)
-    compared = None if user is None else {n: user[n].numpy() for n in canonical if n in user}
+    compared = None if user is None else {n: user[n] for n in canonical if n in user}
     write_error_quantiles(PLOTS / "drift", compared, canonical)  # headed, empty CSVs when skipped
     finish(report)

@@ -3,7 +3,6 @@ built only to localize a failure)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
-from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, VAL_INPUTS_FILE
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles, write_localization
@@ -12,13 +11,19 @@ from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 
 
+def _model(cfg: Settings):
+    from ml_atlas_sdk.models import load_model  # torch, only to localize a failure
+
+    return load_model(cfg.model)
+
+
 def run_roundtrip(cfg: Settings) -> None:
     begin("roundtrip", PLOTS / "roundtrip", PLOTS / "localization")
     inputs = tio.load_tensors(VAL_INPUTS_FILE)
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_info = read_export_info()
     export_rows = len(export_info["export_sample_rows"])
-    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: load_model(cfg.model))
+    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg))
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     write_localization(PLOTS / "localization", report.extra["localization"])
     report.extra.update(headline(report.to_dict(), export_info["settings_used"]))

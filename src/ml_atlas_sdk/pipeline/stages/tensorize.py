@@ -1,4 +1,4 @@
-"""Stage tensorize: data.* tables -> build/tensors/<stem>.pt, with the data checks."""
+"""Stage tensorize: data.* tables -> build/tensors/<stem>.pt, with the data checks (read batch by batch)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
@@ -16,7 +16,7 @@ def run_tensorize(cfg: Settings) -> None:
     if not data["val_inputs"]:
         raise AtlasInputError("data.val_inputs: required, got nothing")
     tables = {
-        stem: (tio.read_table(data[key], f"data.{key}"), str(data[key]))
+        stem: (tio.open_table(data[key], f"data.{key}"), str(data[key]))
         for key, stem in DATA_FILES.items()
         if data[key]
     }

@@ -15,7 +15,7 @@ from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import read_report, write_json
 from ml_atlas_sdk.run_record import RunRecord, run_metrics
 from ml_atlas_sdk.settings import Settings
-from ml_atlas_sdk.steps.precision import HINTS
+from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 
