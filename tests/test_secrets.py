@@ -1,7 +1,6 @@
 """Secrets never leak: the helpers, the Anthropic key's partial echoes, and a whole pipeline run greped."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +25,7 @@ def test_scrub_removes_uri_credentials_even_unasked():
     text = f"API request to {uri}/api/2.0/mlflow/runs/get failed; password {PASSWORD} rejected"
     assert scrub(text, uri) == "API request to http://mlflow.internal:5000/api/2.0/mlflow/runs/get failed; password *** rejected"
     # No secret given: userinfo in any URL and credential query parameters still go.
-    assert scrub(f"see https://u:p@h/x?token=abc&a=1 and s3://b/k?X-Amz-Signature=ff") == \
+    assert scrub("see https://u:p@h/x?token=abc&a=1 and s3://b/k?X-Amz-Signature=ff") == \
         "see https://h/x?token=***&a=1 and s3://b/k?X-Amz-Signature=***"
     assert redact_uri("http://u:p%40ss@h:1/p?token=t") == "http://h:1/p"
 

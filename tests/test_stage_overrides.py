@@ -22,6 +22,15 @@ def test_each_stage_runs_alone_with_overrides_and_leaves_no_hydra_files(project)
     run(["python", "stages/roundtrip.py", "roundtrip.atol=0.1"], project)
     roundtrip = json.loads((project / "reports/roundtrip.json").read_text())
     assert roundtrip["checks"][0]["details"]["atol"] == 0.1
+    # Another tolerance than the export judged by: the export's ORT run is not reused, ORT runs again...
+    assert roundtrip["metrics"]["ort_outputs_reused"] is False
+    run(["python", "stages/roundtrip.py"], project)
+    reused = json.loads((project / "reports/roundtrip.json").read_text())
+    # ...while the export's own settings reuse it, and the reused outputs are the numbers ORT gives.
+    assert reused["metrics"]["ort_outputs_reused"] is True
+    errors = {k: {n: m["max_abs_err"] for n, m in r["metrics"]["outputs"].items()} for k, r in
+              (("computed", roundtrip), ("reused", reused))}
+    assert errors["computed"] == errors["reused"] and errors["reused"]["logits"] > 0, errors
 
     run(["python", "stages/precision.py", "checks.skip=[fp16_roundtrip]"], project)
     precision = json.loads((project / "reports/precision.json").read_text())

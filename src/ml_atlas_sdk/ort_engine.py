@@ -6,6 +6,7 @@ The verdict is the `roundtrip` check (checks/roundtrip.py); nothing here imports
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from tqdm import tqdm
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem
 from ml_atlas_sdk.secrets import first_line
 
-__all__ = ["ONNX", "PYTORCH", "Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes", "problems", "run_onnx"]
+__all__ = ["ONNX", "PYTORCH", "OrtRun", "Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes",
+           "problems", "run_and_probe", "run_onnx"]
 
 # The labels name the two sides in every message: "NaN in ONNX but finite in PyTorch".
 ONNX, PYTORCH = "ONNX", "PyTorch"
@@ -36,17 +38,50 @@ def run_onnx(
     batch_size: int,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run the session over all rows in batches of `batch_size`; outputs concatenated by name."""
+    """Run the session over all rows in batches of `batch_size`, each output written into one array
+    allocated at the first batch (the outputs are held once, not as chunks plus their concatenation)."""
     rows = next(iter(inputs.values())).shape[0]
     feeds = {n: np.asarray(inputs[n]) for n in input_names}
-    chunks: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
+    out: dict[str, np.ndarray] = {}
     starts = range(0, rows, batch_size)
     # disable=None: a bar on a terminal, nothing in CI logs or `dvc repro` captured output.
     for start in tqdm(starts, desc="onnxruntime", unit="batch", disable=None if progress else True, leave=False):
         feed = {n: v[start : start + batch_size] for n, v in feeds.items()}
         for name, value in zip(output_names, session.run(list(output_names), feed)):
-            chunks[name].append(value)
-    return {n: np.concatenate(chunks[n]) for n in output_names}
+            if name not in out:
+                out[name] = np.empty((rows, *value.shape[1:]), value.dtype)
+            elif value.shape[1:] != out[name].shape[1:]:  # a dynamic non-batch axis: chunks cannot share one array
+                raise ValueError(f"output {name!r} has shape {list(value.shape)} at row {start} but "
+                                 f"{[rows, *out[name].shape[1:]]} before; atlas needs one shape per output")
+            out[name][start : start + len(value)] = value
+    return out
+
+
+@dataclass
+class OrtRun:
+    """ORT's outputs over every validation row, and the batch-size probe, of one ONNX model."""
+
+    outputs: dict[str, np.ndarray]
+    batch_probe: dict[str, str]
+
+
+def run_and_probe(
+    onnx_path: str | Path,
+    inputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    names: tuple[Sequence[str], Sequence[str]],
+    rows_per_run: int,
+    export_rows: int,
+    tol: Tolerance,
+    progress: bool = False,
+) -> OrtRun:
+    """The round-trip's ORT side: all rows in batches of `rows_per_run`, then the batch-size probe."""
+    session = cpu_session(onnx_path)
+    input_names, output_names = names
+    outputs = run_onnx(session, inputs, input_names, output_names, rows_per_run, progress)
+    rows = next(iter(inputs.values())).shape[0]
+    probe = probe_batch_sizes(session, inputs, reference, input_names, probe_sizes(rows, export_rows), tol)
+    return OrtRun(outputs, probe)
 
 
 def compare(

@@ -152,7 +152,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     export_report.stop().print_summary()
     require_exported_model(outcome, "see the attempts printed above")
     roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, settings, len(outcome.sample_rows),
-                                                     lambda: bundle.model)
+                                                     lambda: bundle.model, reused=outcome.chosen.ort_run)
     roundtrip_report.stop().print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
     invariance_report.stop().print_summary()

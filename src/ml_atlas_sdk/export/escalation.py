@@ -37,6 +37,7 @@ class ExportAttempt:
     batch_probe: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     localization: dict[str, Any] | None = None  # where a failed round-trip starts (ml_atlas_sdk.localize)
+    ort_run: rt.OrtRun | None = None  # kept for the chosen attempt only: the roundtrip step reuses it
 
     @property
     def worst_out_of_tol(self) -> float:
@@ -103,16 +104,25 @@ def export_with_escalation(
         _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, work / f"attempt_{step}" / "model.onnx",
              localize_rows)
         on_attempt(attempt)
+        chosen = _closest(attempts)
+        for other in attempts:  # one attempt's outputs in memory at a time, beside the one that may be chosen
+            if other is not chosen:
+                other.ort_run = None
         if attempt.status == "passed":
             break
-    exported = [a for a in attempts if a.status in ("passed", "roundtrip_failed")]
-    chosen = next((a for a in exported if a.status == "passed"), None)
-    if chosen is None and exported:
-        chosen = min(exported, key=lambda a: a.worst_out_of_tol)
+    chosen = _closest(attempts)
     if chosen is not None:
         _move_model(work / f"attempt_{chosen.step}", out_path)
     shutil.rmtree(work, ignore_errors=True)
     return ExportOutcome(attempts, chosen, sample_idx.tolist())
+
+
+def _closest(attempts: list[ExportAttempt]) -> ExportAttempt | None:
+    """The passed attempt, else the exported one closest to passing (its model is written so the
+    roundtrip stage records its metrics; the upload gate refuses it)."""
+    exported = [a for a in attempts if a.status in ("passed", "roundtrip_failed")]
+    passed = next((a for a in exported if a.status == "passed"), None)
+    return passed or (min(exported, key=lambda a: a.worst_out_of_tol) if exported else None)
 
 
 def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run, path: Path, localize_rows: int) -> None:
@@ -125,16 +135,13 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
         attempt.seconds = time.perf_counter() - started
         return
     try:
-        session = rt.cpu_session(path)
-        actual = rt.run_onnx(session, inputs, metadata.input_names, metadata.output_names, rows_per_run)
-        rows = next(iter(inputs.values())).shape[0]
-        attempt.batch_probe = rt.probe_batch_sizes(
-            session, inputs, canonical, metadata.input_names, rt.probe_sizes(rows, len(next(iter(sample.values())))), tol
-        )
+        names = (metadata.input_names, metadata.output_names)
+        run = rt.run_and_probe(path, inputs, canonical, names, rows_per_run, len(next(iter(sample.values()))), tol)
     except Exception as exc:  # ORT refuses graphs it cannot load or run: that is this attempt's failure
         attempt.status, attempt.error = "roundtrip_failed", f"onnxruntime: {first_line(exc)}"
         attempt.seconds = time.perf_counter() - started
         return
+    attempt.ort_run, attempt.batch_probe, actual = run, run.batch_probe, run.outputs
     attempt.roundtrip = rt.compare(actual, canonical, tol)
     # The roundtrip check itself decides: one rule for acceptance here, in the stage and in verify.
     verdict = roundtrip(attempt.roundtrip, tol, attempt.batch_probe)

@@ -25,10 +25,12 @@ def roundtrip_model(
     settings: Settings,
     export_rows: int,
     get_model: Callable[[], "torch.nn.Module"] | None = None,
-) -> tuple[StageReport, dict[str, "object"]]:
+    reused: rt.OrtRun | None = None,
+) -> tuple[StageReport, dict[str, np.ndarray]]:
     """Returns the report and ORT's outputs (for error plots).
 
-    A failed verdict is localized with the model `get_model` returns (called only then, so a
+    `reused`: the export's run of this very model on these inputs (its accepted attempt was judged
+    by it), so ORT runs over the rows once per pipeline; None runs it here. A failed verdict is localized with the model `get_model` returns (called only then, so a
     passing round-trip never builds it); report.extra["localization"] says what was found.
     """
     metadata, skip = settings.metadata, settings.checks.policy
@@ -38,10 +40,9 @@ def roundtrip_model(
         report.add(run_check("roundtrip", {}, tol, skip=skip))
         report.extra = {"localization": not_run("the roundtrip check is skipped")}
         return report, {}
-    session = rt.cpu_session(onnx_path)
-    actual = rt.run_onnx(session, inputs, metadata.input_names, metadata.output_names, rows_per_run, progress=True)
-    rows = next(iter(inputs.values())).shape[0]
-    probe = rt.probe_batch_sizes(session, inputs, canonical, metadata.input_names, rt.probe_sizes(rows, export_rows), tol)
+    names = (metadata.input_names, metadata.output_names)
+    run = reused or rt.run_and_probe(onnx_path, inputs, canonical, names, rows_per_run, export_rows, tol, progress=True)
+    actual, probe, rows = run.outputs, run.batch_probe, next(iter(inputs.values())).shape[0]
     per_output = rt.compare(actual, canonical, tol)
     result = run_check("roundtrip", per_output, tol, probe, skip=skip)
     localization = not_run("the round-trip passed")
@@ -54,7 +55,8 @@ def roundtrip_model(
             localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata, tol, localize_rows)
         result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization), skip=skip)
     report.add(result)
-    report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "outputs": per_output,
+    report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "ort_outputs_reused": reused is not None,
+                      "outputs": per_output,
                       "localization_seconds": localization.get("seconds", 0.0)}
     report.extra = {"localization": localization}
     return report, actual

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.models import load_model
+from ml_atlas_sdk.pipeline import ort_reuse
 from ml_atlas_sdk.pipeline.outputs import begin, finish
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, VAL_INPUTS_FILE
 from ml_atlas_sdk.reports import write_json
@@ -16,8 +17,10 @@ def run_export(cfg: Settings) -> None:
     inputs = tio.load_tensors(VAL_INPUTS_FILE)
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     outcome, report = export_model(model, inputs, canonical, cfg, ONNX_MODEL)
-    if outcome.chosen is not None:
+    chosen = outcome.chosen
+    if chosen is not None:
+        kept = ort_reuse.keep(chosen.ort_run, cfg.roundtrip, len(outcome.sample_rows)) if chosen.ort_run else None
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
-                                 "export_sample_rows": outcome.sample_rows})
+                                 "export_sample_rows": outcome.sample_rows, "ort_run": kept})
     finish(report)
     require_exported_model(outcome, "every attempt's log is in reports/export.json")

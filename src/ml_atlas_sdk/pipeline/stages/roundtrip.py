@@ -3,6 +3,7 @@ built only to localize a failure)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
+from ml_atlas_sdk.pipeline import ort_reuse
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, VAL_INPUTS_FILE
 from ml_atlas_sdk.pipeline.plots import write_error_quantiles, write_localization
@@ -23,7 +24,8 @@ def run_roundtrip(cfg: Settings) -> None:
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_info = read_export_info()
     export_rows = len(export_info["export_sample_rows"])
-    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg))
+    reused = ort_reuse.reusable(export_info, cfg.roundtrip, export_rows)
+    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg), reused)
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     write_localization(PLOTS / "localization", report.extra["localization"])
     report.extra.update(headline(report.to_dict(), export_info["settings_used"]))

@@ -1,0 +1,37 @@
+"""The export stage's ORT run of the model it wrote, kept for the roundtrip stage.
+
+The export stage judges each attempt by running ONNX Runtime over every validation row; the
+roundtrip stage reuses the written attempt's run instead of repeating it, but only when that run was
+computed from the same model files, tensors and settings (digests in export_info.json). Otherwise,
+e.g. `dvc repro -s roundtrip` after the tensors changed or a model.onnx replaced by hand, the
+roundtrip stage runs ORT itself.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ml_atlas_sdk import ptfile
+from ml_atlas_sdk.ort_engine import OrtRun
+from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, ORT_OUTPUTS, VAL_INPUTS_FILE
+from ml_atlas_sdk.provenance import file_sha256
+from ml_atlas_sdk.settings import RoundtripSettings
+
+
+def run_key(roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
+    """What an ORT run's outputs and batch probe depend on."""
+    files = [*sorted(ONNX_MODEL.parent.glob(ONNX_MODEL.name + "*")), VAL_INPUTS_FILE, CANONICAL_OUTPUTS]
+    return {"files": {p.as_posix(): file_sha256(p) for p in files}, "rows_per_run": roundtrip.batch_size,
+            "rtol": roundtrip.rtol, "atol": roundtrip.atol, "export_rows": export_rows}
+
+
+def keep(run: OrtRun, roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
+    """Write the run's outputs beside model.onnx; returns what export_info.json records of it."""
+    ptfile.save(run.outputs, ORT_OUTPUTS)
+    return {"key": run_key(roundtrip, export_rows), "batch_probe": run.batch_probe}
+
+
+def reusable(export_info: dict[str, Any], roundtrip: RoundtripSettings, export_rows: int) -> OrtRun | None:
+    kept = export_info.get("ort_run")
+    if not kept or not ORT_OUTPUTS.is_file() or kept["key"] != run_key(roundtrip, export_rows):
+        return None
+    return OrtRun(ptfile.load(ORT_OUTPUTS), kept["batch_probe"])
