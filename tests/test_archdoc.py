@@ -12,6 +12,7 @@ import torch
 
 from fake_anthropic import FakeAnthropic
 from ml_atlas_sdk.archdoc import build_architecture_doc
+from ml_atlas_sdk.models import model_summary
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.export.attempt import export_onnx
 from ml_atlas_sdk.export.settings import ExportSettings
@@ -39,7 +40,7 @@ def env(monkeypatch, tmp_path):
 
 
 def _doc(onnx_path, cache_dir=None, llm_model="claude-test"):
-    return build_architecture_doc(demo_model(), onnx_path, demo_metadata(), "auto", llm_model, cache_dir)
+    return build_architecture_doc(model_summary(demo_model()), onnx_path, demo_metadata(), "auto", llm_model, cache_dir)
 
 
 def _all_written_text(root: Path) -> str:
@@ -137,11 +138,11 @@ def test_default_cache_dir_is_home_cache_without_xdg(env, onnx_path, monkeypatch
 def test_path_and_null_sources(onnx_path, tmp_path):
     written = tmp_path / "mine.md"
     written.write_text("# hand written\n")
-    doc = build_architecture_doc(demo_model(), onnx_path, demo_metadata(), str(written), "m", None)
+    doc = build_architecture_doc(model_summary(demo_model()), onnx_path, demo_metadata(), str(written), "m", None)
     assert (doc.origin, doc.markdown) == ("file", "# hand written\n")
     with pytest.raises(AtlasInputError, match=r"^archdoc\.source: .*nope\.md"):
-        build_architecture_doc(demo_model(), onnx_path, demo_metadata(), str(tmp_path / "nope.md"), "m", None)
-    none = build_architecture_doc(demo_model(), onnx_path, demo_metadata(), None, "m", None)
+        build_architecture_doc(model_summary(demo_model()), onnx_path, demo_metadata(), str(tmp_path / "nope.md"), "m", None)
+    none = build_architecture_doc(model_summary(demo_model()), onnx_path, demo_metadata(), None, "m", None)
     assert (none.origin, none.markdown) == ("none", None)
 
 

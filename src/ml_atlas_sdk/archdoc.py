@@ -10,11 +10,12 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
-import torch
 
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
@@ -39,9 +40,11 @@ class ArchDoc:
     prompt_sha256: str | None = None
 
 
-def build_architecture_doc(model: torch.nn.Module, onnx_path: Path | None, metadata: ModelMetadata,
+def build_architecture_doc(summary: Mapping[str, Any], onnx_path: Path | None, metadata: ModelMetadata,
                            source: str | Path | None, llm_model: str, cache_dir: str | None) -> ArchDoc:
-    """`source`: "auto" (LLM when available, else structural), a markdown path, or None (no document)."""
+    """`source`: "auto" (LLM when available, else structural), a markdown path, or None (no document).
+    `summary` is models.model_summary(model): the document needs the model's repr and parameter
+    counts, not the model, so the archdoc stage runs without torch."""
     if source is None:
         return ArchDoc(None, "none")
     if str(source) != "auto":
@@ -49,7 +52,7 @@ def build_architecture_doc(model: torch.nn.Module, onnx_path: Path | None, metad
         if not path.is_file():
             raise AtlasInputError(f"archdoc.source: {path} is not a file (use auto, a markdown path, or null)")
         return ArchDoc(path.read_text(), "file")
-    facts = model_facts(model, onnx_path, metadata)
+    facts = model_facts(summary, onnx_path, metadata)
     prompt = f"{INSTRUCTIONS}\n\n{facts}"
     key = hashlib.sha256(f"{llm_model}\n{prompt}".encode()).hexdigest()
     cached = _cache_path(cache_dir, key)
@@ -85,7 +88,7 @@ def _ask_llm(prompt: str, llm_model: str) -> tuple[str | None, str | None]:
     return scrub(text.strip(), api_key) + "\n", None  # a markdown file ends with a newline
 
 
-def model_facts(model: torch.nn.Module, onnx_path: Path | None, metadata: ModelMetadata) -> str:
+def model_facts(summary: Mapping[str, Any], onnx_path: Path | None, metadata: ModelMetadata) -> str:
     """Everything the document is written from, as markdown: repr, metadata, I/O, ops, parameters."""
     graph = _onnx_graph(onnx_path)
     dtypes = {**metadata.dtype_of, **_graph_dtypes(graph)}  # the exported graph knows output dtypes too
@@ -94,12 +97,12 @@ def model_facts(model: torch.nn.Module, onnx_path: Path | None, metadata: ModelM
                                            ("output", metadata.output_names, metadata.output_shape))
                for name in names]
     ops = op_histogram(graph)
-    params = parameter_counts(model)
+    params = summary["parameters"]
     # torch_version is left out so upgrading torch alone does not invalidate every cached answer.
     meta_json = json.dumps(metadata.model_dump(mode="json", exclude={"torch_version"}), indent=2, sort_keys=True)
     return "\n".join([
         f"## Model `{metadata.model_name}`",
-        "### Model repr", "```", repr(model), "```",
+        "### Model repr", "```", summary["repr"], "```",
         "### Metadata", "```json", meta_json, "```",
         "### Inputs and outputs", "| kind | name | shape | dtype | dynamic axes |", "| --- | --- | --- | --- | --- |", *io_rows,
         "### ONNX op histogram", "| op | count |", "| --- | --- |",
@@ -121,14 +124,6 @@ def op_histogram(graph: onnx.GraphProto | None) -> dict[str, int]:
         return {}
     counts = collections.Counter(n.op_type for n in graph.node)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    counts = {"(total)": sum(p.numel() for p in model.parameters()),
-              "(trainable)": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    for name, child in model.named_children():
-        counts[name] = sum(p.numel() for p in child.parameters())
-    return counts
 
 
 def _onnx_graph(onnx_path: Path | None) -> onnx.GraphProto | None:

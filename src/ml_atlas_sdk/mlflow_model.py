@@ -36,6 +36,9 @@ def log_onnx_model(client, run_id: str, onnx_path: Path, meta: ModelMetadata,
         mlflow.onnx.save_model(
             onnx.load(str(onnx_path)), str(local), signature=signature_for(meta, val_inputs, val_outputs),
             input_example=example, save_as_external_data=onnx_path.with_name(f"{onnx_path.name}.data").is_file(),
+            # The flavor's own pins (onnx, onnxruntime): inferring them loads the model in a
+            # subprocess to watch its imports, 2.3 s of every upload for the same two lines.
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
         client.log_artifacts(run_id, str(local), MODEL_ARTIFACT_PATH)
     return f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}"

@@ -29,6 +29,16 @@ def as_torch(tensors: Mapping[str, Any] | None) -> dict[str, torch.Tensor] | Non
             torch.from_numpy(value if value.flags.writeable else np.array(value)) for name, value in tensors.items()}
 
 
+def model_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """What architecture.md is written from: the model's repr and parameter counts (total,
+    trainable, per top-level child)."""
+    counts = {"(total)": sum(p.numel() for p in model.parameters()),
+              "(trainable)": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    for name, child in model.named_children():
+        counts[name] = sum(p.numel() for p in child.parameters())
+    return {"repr": repr(model), "parameters": counts}
+
+
 def load_model(source: ModelSource) -> torch.nn.Module:
     for code_dir in source.code_dirs:
         if not Path(code_dir).is_dir():

@@ -23,6 +23,7 @@ from ml_atlas_sdk.build import (
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import model_summary
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
 from ml_atlas_sdk.run_record import RunRecord, error_curve, run_metrics
@@ -165,7 +166,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     reports = {r.stage: r for r in (tensorized.report, canonical_report, export_report, roundtrip_report,
                                     invariance_report, drift_report, precision_report)}
     results = tuple(as_written([c for stage in STAGE_ORDER for c in reports[stage].checks]))
-    doc = build_architecture_doc(bundle.model, onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
+    doc = build_architecture_doc(model_summary(bundle.model), onnx_path, meta, settings.archdoc.source, settings.archdoc.llm_model,
                                  settings.archdoc.cache_dir)
     tensor_files = {tensor_file(stem): tio.save_tensors(tensors, work / "tensors" / tensor_file(stem))
                     for stem, tensors in {**tensorized.tensors, VAL_OUTPUTS: canonical}.items()}

@@ -42,7 +42,8 @@ def drift_metrics(user: np.ndarray, canonical: np.ndarray) -> dict[str, Any]:
 
 
 def non_finite_counts(outputs: dict[str, np.ndarray]) -> dict[str, int]:
-    return {n: int((~np.isfinite(t)).sum()) for n, t in outputs.items() if np.asarray(t).dtype.kind in "fc"}
+    arrays = {n: np.asarray(t) for n, t in outputs.items()}
+    return {n: int((~np.isfinite(a)).sum()) for n, a in arrays.items() if a.dtype.kind in "fc"}
 
 
 @check("drift")

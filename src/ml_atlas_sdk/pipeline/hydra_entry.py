@@ -1,13 +1,18 @@
 """What every stage script shares: quiet Hydra, validated settings, one-line user errors."""
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
+from ml_atlas_sdk.pipeline.outputs import stale_report
+from ml_atlas_sdk.reports import write_json
 from ml_atlas_sdk.secrets import first_line, scrub
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.user_errors import stage_failure
@@ -39,12 +44,36 @@ def run_stage(stage: Callable[[Settings], None], cfg: DictConfig) -> None:
     unpickles a model. Input that cannot be processed exits 2 and a refused or failed upload
     exits 1, each with one line on stderr instead of a traceback.
     """
+    name = stage.__name__.removeprefix("run_")
+    start_up, started = process_age(), time.perf_counter()
     try:
         settings = load_settings(cfg)
         stage(settings)
+        record_timing(name, start_up, time.perf_counter() - started)
     except AtlasInputError as exc:  # errors in the user's model code also leave reports/<stage>.json
-        print(f"error: {scrub(stage_failure(exc, stage.__name__.removeprefix('run_')))}", file=sys.stderr, flush=True)
+        print(f"error: {scrub(stage_failure(exc, name))}", file=sys.stderr, flush=True)
         sys.exit(2)
     except AtlasBundleError as exc:
         print(f"error: {scrub(str(exc))}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (the interpreter, imports and Hydra before any stage
+    work); None where /proc does not say."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+            return round(float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def record_timing(stage: str, start_up: float | None, work: float) -> None:
+    """Add where the stage's time went to its report: in a DVC pipeline every stage is a process of
+    its own, and start-up (imports, Hydra, settings) can outweigh the work."""
+    path = stale_report(stage)
+    if path.is_file():
+        report = json.loads(path.read_text())
+        report["timing"] = {"start_up_s": start_up, "work_s": round(work, 3)}
+        write_json(path, report)

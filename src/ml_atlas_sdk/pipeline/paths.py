@@ -9,6 +9,7 @@ VAL_INPUTS_FILE = TENSORS_DIR / tensor_file(VAL_INPUTS)
 CANONICAL_OUTPUTS = BUILD / "canonical" / tensor_file(VAL_OUTPUTS)
 ONNX_MODEL = BUILD / "onnx" / "model.onnx"
 EXPORT_INFO = BUILD / "onnx" / "export_info.json"  # settings actually used, export sample rows
+MODEL_SUMMARY = BUILD / "onnx" / "model_summary.json"  # repr and parameter counts, for archdoc (no torch there)
 ORT_OUTPUTS = BUILD / "onnx" / "ort_outputs.pt"  # ORT's outputs of model.onnx, reused by the roundtrip stage
 REPORTS = Path("reports")
 PLOTS = REPORTS / "plots"

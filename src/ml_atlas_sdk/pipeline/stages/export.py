@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
-from ml_atlas_sdk.models import load_model
+from ml_atlas_sdk.models import load_model, model_summary
 from ml_atlas_sdk.pipeline import ort_reuse
 from ml_atlas_sdk.pipeline.outputs import begin, finish
-from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, ONNX_MODEL, VAL_INPUTS_FILE
+from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, EXPORT_INFO, MODEL_SUMMARY, ONNX_MODEL, VAL_INPUTS_FILE
 from ml_atlas_sdk.reports import write_json
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
@@ -22,5 +22,6 @@ def run_export(cfg: Settings) -> None:
         kept = ort_reuse.keep(chosen.ort_run, cfg.roundtrip, len(outcome.sample_rows)) if chosen.ort_run else None
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
                                  "export_sample_rows": outcome.sample_rows, "ort_run": kept})
+        write_json(MODEL_SUMMARY, model_summary(model))
     finish(report)
     require_exported_model(outcome, "every attempt's log is in reports/export.json")
