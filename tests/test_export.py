@@ -21,6 +21,7 @@ from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.demo.ranking import build_model as build_demo_model
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.export.escalation import export_with_escalation
+from ml_atlas_sdk.export import sampling
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
@@ -175,6 +176,16 @@ def test_export_sample_includes_the_rows_that_differ(width):
     picked = select_export_rows({"x": torch.from_numpy(base), "ids": torch.zeros(55, 3, dtype=torch.int64)}, 6)
     assert len(picked) == 6
     assert set(outliers) <= set(picked.tolist())
+
+
+def test_a_large_validation_set_is_sampled_from_a_seeded_subset(monkeypatch):
+    """Above MAX_CANDIDATES rows the sampler works on a random subset: the rows it returns are
+    still distinct, sorted, spread over the file and the same on every run."""
+    monkeypatch.setattr(sampling, "MAX_CANDIDATES", 50)
+    inputs = {"x": torch.randn(1000, 4, generator=torch.Generator().manual_seed(1))}
+    picked = select_export_rows(inputs, 8).tolist()
+    assert len(set(picked)) == 8 and picked == sorted(picked) and max(picked) - min(picked) > 300
+    assert select_export_rows(inputs, 8).tolist() == picked
 
 
 def test_export_sample_size_bounds():

@@ -181,3 +181,23 @@ def test_verify_refuses_the_pushed_nan_bundle(nan_bundle_run):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "bundle verified" not in result.stdout
     assert "element(s) NaN in ONNX but finite in val_outputs.pt" in result.stderr
+
+
+def test_chunked_comparison_gives_the_metrics_of_one_pass(monkeypatch):
+    """compare_arrays widens and compares a chunk at a time; metrics must not depend on where the
+    chunks fall (NaN, inf and out-of-tolerance elements planted in different chunks)."""
+    from ml_atlas_sdk import compare
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(300, 7)).astype(np.float32)
+    actual = reference + rng.normal(scale=0.01, size=reference.shape).astype(np.float32)
+    actual[3, 1], actual[150, 2], reference[299, 6] = np.nan, np.inf, -np.inf
+    actual[200, 0] += 5.0
+    tol = Tolerance(rtol=0.01, atol=0.05)
+    whole = compare_arrays(actual, reference, tol)
+    monkeypatch.setattr(compare, "CHUNK_ELEMENTS", 64)  # 33 chunks
+    chunked = compare_arrays(torch.from_numpy(actual), reference, tol)
+    assert chunked.pop("non_finite_pairs") == whole.pop("non_finite_pairs") == {
+        "nan_vs_finite": 1, "posinf_vs_finite": 1, "finite_vs_neginf": 1}
+    assert chunked == pytest.approx(whole, rel=1e-12)  # the mean sums in another order
+    assert whole["non_finite_mismatch"] == 3 and whole["out_of_tol"] >= 4, whole

@@ -247,6 +247,15 @@ def test_outputs_whose_shape_depends_on_the_batch():
         run_canonical(PerBatch(), {"x": torch.randn(6, 3)}, ["x"], ["y"], 4, progress=False)
 
 
+def test_an_output_without_one_entry_per_row_is_refused_not_broadcast():
+    class Pooled(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(0, keepdim=True)  # [1, 3] whatever the batch: would broadcast into the rows
+
+    with pytest.raises(AtlasInputError, match=r"^model output 'y': batches of 4 rows gave shapes \[1, 3\]; .* one entry per row"):
+        run_canonical(Pooled(), {"x": torch.randn(6, 3)}, ["x"], ["y"], 4, progress=False)
+
+
 def test_credentials_in_the_users_exception_are_scrubbed():
     with pytest.raises(AtlasInputError) as caught:
         build_from_factory("fixture_models.bad_models:build_unreachable", {})

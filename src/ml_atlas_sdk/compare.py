@@ -11,6 +11,7 @@ others beside them and `describe` names them, so no message reports a small erro
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,32 +65,58 @@ def as_float64(values: Any) -> np.ndarray:
     return np.asarray(values).astype(np.float64)
 
 
+# Elements compared at a time: the float64 temporaries of a comparison stay a few MB, whatever
+# the number of validation rows (a whole 1M-row output took ~230 MB of them).
+CHUNK_ELEMENTS = 1 << 18
+
+
 def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any]:
     """Per-output metrics; out of tolerance = finite values too far apart or a non-finite mismatch."""
-    a, r = as_float64(actual), as_float64(reference)
+    a, r = _flat(actual), _flat(reference)
     if a.shape != r.shape:
         return {"elements": int(r.size), "shape_mismatch": 1, "actual_shape": list(a.shape), "reference_shape": list(r.shape),
                 "max_abs_err": float("inf"), "max_rel_err": float("inf"), "mean_abs_err": float("inf"),
                 "out_of_tol": int(r.size), "frac_out_of_tol": 1.0, "non_finite_mismatch": 0, "tol_usage": float("inf")}
-    p = pair(a, r)
-    af, rf = a[p.finite], r[p.finite]
-    abs_err = np.abs(af - rf)
-    allowed = _allowed(rf, tol)
-    too_far = int((abs_err > allowed).sum())
-    out_of_tol = too_far + p.count
+    a, r = a.reshape(-1), r.reshape(-1)
+    max_abs = max_rel = usage = sum_abs = 0.0
+    finite = too_far = mismatched = 0
+    pairs: collections.Counter[str] = collections.Counter()
+    for start in range(0, r.size, CHUNK_ELEMENTS):
+        ac, rc = (x[start:start + CHUNK_ELEMENTS].astype(np.float64) for x in (a, r))
+        p = pair(ac, rc)
+        rf = rc[p.finite]
+        abs_err = np.abs(ac[p.finite] - rf)
+        allowed = _allowed(rf, tol)
+        too_far += int((abs_err > allowed).sum())
+        mismatched += p.count
+        pairs.update(p.pairs)
+        finite += abs_err.size
+        sum_abs += float(abs_err.sum())
+        max_abs = max(max_abs, float(abs_err.max(initial=0.0)))
+        max_rel = max(max_rel, float((abs_err / np.maximum(np.abs(rf), REL_ERR_FLOOR)).max(initial=0.0)))
+        usage = max(usage, _tol_usage(abs_err, allowed, p.count))
+    out_of_tol = too_far + mismatched
     metrics = {
         "elements": int(r.size),
-        "max_abs_err": float(abs_err.max(initial=0.0)),
-        "max_rel_err": float((abs_err / np.maximum(np.abs(rf), REL_ERR_FLOOR)).max(initial=0.0)),
-        "mean_abs_err": float(abs_err.mean()) if abs_err.size else 0.0,
+        "max_abs_err": max_abs,
+        "max_rel_err": max_rel,
+        "mean_abs_err": sum_abs / finite if finite else 0.0,
         "out_of_tol": out_of_tol,
         "frac_out_of_tol": out_of_tol / r.size if r.size else 0.0,
-        "non_finite_mismatch": p.count,
-        "tol_usage": _tol_usage(abs_err, allowed, p.count),
+        "non_finite_mismatch": mismatched,
+        "tol_usage": usage,
     }
-    if p.pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
-        metrics["non_finite_pairs"] = p.pairs
+    if pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
+        metrics["non_finite_pairs"] = dict(pairs)
     return metrics
+
+
+def _flat(values: Any) -> np.ndarray:
+    """An array of `values` without widening it yet (compare_arrays widens chunk by chunk)."""
+    if hasattr(values, "detach"):  # a torch.Tensor; numpy() refuses bf16
+        values = values.detach().cpu()
+        values = (values.float() if str(values.dtype) == "torch.bfloat16" else values).numpy()
+    return np.asarray(values)
 
 
 def _tol_usage(abs_err: np.ndarray, allowed: np.ndarray, non_finite_mismatch: int) -> float:

@@ -221,7 +221,10 @@ def run_canonical(
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows = next(iter(inputs.values())).shape[0]
-    chunks: dict[str, list[torch.Tensor]] = {n: [] for n in output_names}
+    # One array per output, filled batch by batch: the outputs are held once (not chunks plus
+    # their concatenation), float outputs as float32 from the start.
+    outputs: dict[str, torch.Tensor] = {}
+    first_shape: dict[str, list[int]] = {}
     starts = range(0, rows, batch_size)
     with torch.no_grad():
         for start in tqdm(starts, desc="canonical outputs", unit="batch", disable=None if progress else True, leave=False):
@@ -229,17 +232,18 @@ def run_canonical(
             batch = [inputs[n][start:stop] for n in input_names]
             out = forward_rows(model, batch, input_names, output_names, range(start, stop), subject)
             for n in output_names:
-                chunks[n].append(out[n].detach().cpu())
-    return {n: _as_float32(_concat(n, chunks[n], batch_size)) for n in output_names}
-
-
-def _concat(name: str, chunks: list[torch.Tensor], batch_size: int) -> torch.Tensor:
-    try:
-        return torch.cat(chunks)
-    except RuntimeError:
-        shapes = sorted({str(list(c.shape)) for c in chunks})
-        raise AtlasInputError(f"model output {name!r}: batches of {batch_size} rows gave shapes {', '.join(shapes)}; "
-                              "only the batch axis may differ between batches") from None
+                value = out[n].detach().cpu()
+                if n not in outputs:
+                    first_shape[n] = list(value.shape)
+                    dtype = torch.float32 if value.is_floating_point() else value.dtype
+                    outputs[n] = torch.empty((rows, *value.shape[1:]), dtype=dtype)
+                if value.shape[1:] != outputs[n].shape[1:] or value.shape[:1] != (stop - start,):
+                    shapes = sorted({str(first_shape[n]), str(list(value.shape))})
+                    raise AtlasInputError(
+                        f"model output {n!r}: batches of {batch_size} rows gave shapes {', '.join(shapes)}; only the "
+                        "batch axis may differ between batches, and it must come first with one entry per row")
+                outputs[n][start:stop] = value
+    return outputs
 
 
 def _structure(raw: Any) -> str:
@@ -251,10 +255,6 @@ def _structure(raw: Any) -> str:
     if isinstance(raw, Mapping):
         return "{" + ", ".join(f"{k!r}: {_structure(v)}" for k, v in raw.items()) + "}"
     return type(raw).__name__
-
-
-def _as_float32(t: torch.Tensor) -> torch.Tensor:
-    return (t.float() if t.is_floating_point() else t).contiguous()
 
 
 def _short(keys: Sequence[str], limit: int = 5) -> list[str] | str:

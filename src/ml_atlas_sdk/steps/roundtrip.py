@@ -30,8 +30,9 @@ def roundtrip_model(
     """Returns the report and ORT's outputs (for error plots).
 
     `reused`: the export's run of this very model on these inputs (its accepted attempt was judged
-    by it), so ORT runs over the rows once per pipeline; None runs it here. A failed verdict is localized with the model `get_model` returns (called only then, so a
-    passing round-trip never builds it); report.extra["localization"] says what was found.
+    by it), so ORT runs over the rows once per pipeline; None runs it here. A failed verdict is
+    localized with the model `get_model` returns (called only then, so a passing round-trip never
+    builds it); report.extra["localization"] says what was found.
     """
     metadata, skip = settings.metadata, settings.checks.policy
     tol, rows_per_run, localize_rows = settings.roundtrip.tolerance, settings.roundtrip.batch_size, settings.roundtrip.localize_rows

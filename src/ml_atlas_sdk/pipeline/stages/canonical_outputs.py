@@ -12,7 +12,7 @@ from ml_atlas_sdk.steps.canonical import canonical_outputs
 def run_canonical_outputs(cfg: Settings) -> None:
     begin("canonical_outputs", CANONICAL_OUTPUTS)
     model = load_model(cfg.model)
-    inputs = tio.load_tensors(VAL_INPUTS_FILE)
+    inputs = tio.load_tensors(VAL_INPUTS_FILE, writable=True)
     outputs, report = canonical_outputs(model, inputs, cfg.metadata, cfg.checks.policy, cfg.roundtrip.batch_size)
     tio.save_tensors(outputs, CANONICAL_OUTPUTS)
     finish(report)

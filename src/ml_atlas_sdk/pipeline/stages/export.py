@@ -14,8 +14,8 @@ from ml_atlas_sdk.steps.export import export_model, require_exported_model
 def run_export(cfg: Settings) -> None:
     begin("export", ONNX_MODEL.parent)
     model = load_model(cfg.model)
-    inputs = tio.load_tensors(VAL_INPUTS_FILE)
-    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    inputs = tio.load_tensors(VAL_INPUTS_FILE, writable=True)
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS, writable=True)
     outcome, report = export_model(model, inputs, canonical, cfg, ONNX_MODEL)
     chosen = outcome.chosen
     if chosen is not None:

@@ -17,7 +17,7 @@ def run_invariance(cfg: Settings) -> None:
     begin("invariance")
     settings = ExportSettings.from_used(read_export_info()["settings_used"])
     model = load_model(cfg.model)
-    inputs = tio.load_tensors(VAL_INPUTS_FILE)
+    inputs = tio.load_tensors(VAL_INPUTS_FILE, writable=True)
     with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:
         report = invariance_step(model, inputs, cfg.metadata, settings, cfg.checks.policy, Path(work))
     finish(report)

@@ -15,10 +15,10 @@ from ml_atlas_sdk.steps.precision import precision_step
 def run_precision(cfg: Settings) -> None:
     begin("precision", PLOTS / "precision")
     model = load_model(cfg.model)
-    inputs = tio.load_tensors(VAL_INPUTS_FILE)
-    canonical = tio.load_tensors(CANONICAL_OUTPUTS)
+    inputs = tio.load_tensors(VAL_INPUTS_FILE, writable=True)
+    canonical = tio.load_tensors(CANONICAL_OUTPUTS, writable=True)
     calibration_path = TENSORS_DIR / tensor_file(CALIBRATION_INPUTS)
-    calibration = tio.load_tensors(calibration_path) if calibration_path.is_file() else None
+    calibration = tio.load_tensors(calibration_path, writable=True) if calibration_path.is_file() else None
     report = precision_step(model, inputs, canonical, calibration, cfg.metadata, cfg.precision, cfg.checks.policy,
                             cfg.roundtrip.batch_size)
     write_activation_depth(PLOTS / "precision", report.extra["modules"], FP16_MAX)  # header-only when no pass ran
