@@ -8,14 +8,15 @@ from pathlib import Path
 
 from measure import REPO, Figure, at_most, make_project_copy, measure, python, reported, set_params
 
-# Child process: export one zoo model with both exporters on 32 rows; prints seconds per exporter.
+# Child process: export one zoo model with both exporters on 32 rows; prints seconds per exporter
+# (or the one-line reason an exporter cannot export it).
 _EXPORT = """
 import json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 from zoo.cases import BY_NAME, _as_model_input
-from ml_atlas_sdk.export.attempt import export_onnx
+from ml_atlas_sdk.export.attempt import ExportFailed, export_onnx
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.settings import ExportSettings
 case = BY_NAME[sys.argv[2]]
@@ -26,8 +27,11 @@ out = {}
 for dynamo in (False, True):
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        export_onnx(model, sample, meta, ExportSettings(dynamo=dynamo, batch_size=32), Path(tmp) / "model.onnx")
-        out["dynamo" if dynamo else "torchscript"] = time.perf_counter() - start
+        try:
+            export_onnx(model, sample, meta, ExportSettings(dynamo=dynamo, batch_size=32), Path(tmp) / "model.onnx")
+            out["dynamo" if dynamo else "torchscript"] = time.perf_counter() - start
+        except ExportFailed as exc:
+            out["dynamo" if dynamo else "torchscript"] = exc.summary
 print(json.dumps(out))
 """
 
@@ -57,6 +61,12 @@ def export_figures(quick: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="atlas-bench-export-") as tmp:
         for name in names:
             secs = json.loads(measure(python(_EXPORT, str(REPO / "tests"), name), Path(tmp)).stdout)
+            failed = {k: v for k, v in secs.items() if isinstance(v, str)}
+            if failed:  # the ladder's reason to exist: one exporter cannot take this model
+                worked = next((k for k in secs if k not in failed), None)
+                figures.append(reported(f"export {name}: {worked or 'neither'} only", secs.get(worked, 0.0), " s",
+                                        note="; ".join(f"{k} fails: {v}"[:70] for k, v in failed.items())))
+                continue
             figures.append(reported(f"export {name}: dynamo / torchscript", secs["dynamo"] / secs["torchscript"], "x",
                                     note=f"{secs['torchscript']:.1f} s vs {secs['dynamo']:.1f} s"))
     return figures
