@@ -201,3 +201,18 @@ def test_chunked_comparison_gives_the_metrics_of_one_pass(monkeypatch):
         "nan_vs_finite": 1, "posinf_vs_finite": 1, "finite_vs_neginf": 1}
     assert chunked == pytest.approx(whole, rel=1e-12)  # the mean sums in another order
     assert whole["non_finite_mismatch"] == 3 and whole["out_of_tol"] >= 4, whole
+
+
+def test_error_curve_is_the_quantiles_of_the_finite_errors(monkeypatch):
+    from ml_atlas_sdk import run_record
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(500, 3)).astype(np.float32)
+    actual = reference + rng.normal(scale=0.1, size=reference.shape).astype(np.float32)
+    actual[7, 2], actual[400, 0] = np.nan, np.inf  # left out of the curve, not poisoning it
+    monkeypatch.setattr(run_record, "CHUNK_ELEMENTS", 100)
+    errors = np.abs(actual.astype(np.float64) - reference.astype(np.float64)).ravel()
+    expected = np.quantile(errors[np.isfinite(errors)], run_record.QUANTILES)
+    curve = run_record.error_curve(actual, reference)
+    assert [e for _, e in curve] == pytest.approx(expected.tolist(), rel=1e-12) and all(np.isfinite(expected))
+    assert run_record.error_curve(actual, reference[:10]) == []  # shapes differ: nothing to draw
