@@ -60,9 +60,7 @@ def pair(actual: np.ndarray, reference: np.ndarray) -> Pairing:
 
 
 def as_float64(values: Any) -> np.ndarray:
-    if hasattr(values, "detach"):  # a torch.Tensor; numpy() refuses bf16, so widen first
-        values = values.detach().cpu().double().numpy()
-    return np.asarray(values).astype(np.float64)
+    return _flat(values).astype(np.float64)
 
 
 # Elements compared at a time: the float64 temporaries of a comparison stay a few MB, whatever

@@ -39,22 +39,28 @@ def run_onnx(
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run the session over all rows in batches of `batch_size`, each output written into one array
-    allocated at the first batch (the outputs are held once, not as chunks plus their concatenation)."""
+    allocated at the first batch (the outputs are held once, not as chunks plus their concatenation).
+    An output whose batches do not tile the rows (a batch axis that does not follow the rows, another
+    axis that changes) is concatenated from its chunks instead, so the comparison sees its real shape."""
     rows = next(iter(inputs.values())).shape[0]
     feeds = {n: np.asarray(inputs[n]) for n in input_names}
-    out: dict[str, np.ndarray] = {}
+    tiled: dict[str, np.ndarray] = {}
+    chunks: dict[str, list[np.ndarray]] = {}
     starts = range(0, rows, batch_size)
     # disable=None: a bar on a terminal, nothing in CI logs or `dvc repro` captured output.
     for start in tqdm(starts, desc="onnxruntime", unit="batch", disable=None if progress else True, leave=False):
         feed = {n: v[start : start + batch_size] for n, v in feeds.items()}
+        fed = min(batch_size, rows - start)
         for name, value in zip(output_names, session.run(list(output_names), feed)):
-            if name not in out:
-                out[name] = np.empty((rows, *value.shape[1:]), value.dtype)
-            elif value.shape[1:] != out[name].shape[1:]:  # a dynamic non-batch axis: chunks cannot share one array
-                raise ValueError(f"output {name!r} has shape {list(value.shape)} at row {start} but "
-                                 f"{[rows, *out[name].shape[1:]]} before; atlas needs one shape per output")
-            out[name][start : start + len(value)] = value
-    return out
+            if name in chunks:
+                chunks[name].append(value)
+                continue
+            out = tiled.setdefault(name, np.empty((rows, *value.shape[1:]), value.dtype))
+            if value.shape == (fed, *out.shape[1:]):
+                out[start : start + fed] = value
+            else:
+                chunks[name] = [tiled.pop(name)[:start], value]
+    return {n: tiled[n] if n in tiled else np.concatenate(chunks[n]) for n in output_names}
 
 
 @dataclass

@@ -24,6 +24,7 @@ from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import model_summary
+from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
 from ml_atlas_sdk.run_record import RunRecord, error_curve, run_metrics
@@ -33,7 +34,6 @@ from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
 from ml_atlas_sdk.steps.export import export_model, require_exported_model
 from ml_atlas_sdk.steps.invariance import invariance_step
-from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.steps.precision import precision_step
 from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 from ml_atlas_sdk.steps.tensorize import tensorize

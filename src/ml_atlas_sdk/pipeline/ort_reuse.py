@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_atlas_sdk import ptfile
+from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.ort_engine import OrtRun
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, ORT_OUTPUTS, VAL_INPUTS_FILE
 from ml_atlas_sdk.provenance import file_sha256
@@ -26,7 +26,7 @@ def run_key(roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
 
 def keep(run: OrtRun, roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
     """Write the run's outputs beside model.onnx; returns what export_info.json records of it."""
-    ptfile.save(run.outputs, ORT_OUTPUTS)
+    tio.save_tensors(run.outputs, ORT_OUTPUTS)
     return {"key": run_key(roundtrip, export_rows), "batch_probe": run.batch_probe}
 
 
@@ -34,4 +34,4 @@ def reusable(export_info: dict[str, Any], roundtrip: RoundtripSettings, export_r
     kept = export_info.get("ort_run")
     if not kept or not ORT_OUTPUTS.is_file() or kept["key"] != run_key(roundtrip, export_rows):
         return None
-    return OrtRun(ptfile.load(ORT_OUTPUTS), kept["batch_probe"])
+    return OrtRun(tio.load_tensors(ORT_OUTPUTS), kept["batch_probe"])

@@ -13,16 +13,15 @@ import torch
 
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.compare import compare_arrays
+from ml_atlas_sdk.dtypes import FP16_MAX
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.precision.calibration import coverage
-from ml_atlas_sdk.dtypes import FP16_MAX
 from ml_atlas_sdk.precision.capture import shown
 from ml_atlas_sdk.precision.hints import HINTS, hinted_modules, owning_module
 from ml_atlas_sdk.precision.passes import Passes, run_passes
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import PrecisionSettings
-
 
 
 def precision_step(

@@ -13,6 +13,7 @@ from ml_atlas_sdk.checks.result import Verdict
 from ml_atlas_sdk.localize.report import not_run, without_trail
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
+from ml_atlas_sdk.tensors import row_count
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +44,7 @@ def roundtrip_model(
         return report, {}
     names = (metadata.input_names, metadata.output_names)
     run = reused or rt.run_and_probe(onnx_path, inputs, canonical, names, rows_per_run, export_rows, tol, progress=True)
-    actual, probe, rows = run.outputs, run.batch_probe, next(iter(inputs.values())).shape[0]
+    actual, probe, rows = run.outputs, run.batch_probe, row_count(inputs)
     per_output = rt.compare(actual, canonical, tol)
     result = run_check("roundtrip", per_output, tol, probe, skip=skip)
     localization = not_run("the round-trip passed")

@@ -11,11 +11,11 @@ from ml_atlas_sdk.pipeline.outputs import forget, read_export_info, replaced_dir
 from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import read_error_quantiles
 from ml_atlas_sdk.pipeline.summary import summary_table
+from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import read_report, write_json
 from ml_atlas_sdk.run_record import RunRecord, run_metrics
 from ml_atlas_sdk.settings import Settings
-from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 
