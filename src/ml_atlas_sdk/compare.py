@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ml_atlas_sdk import mapped_pages
+
 REL_ERR_FLOOR = 1e-6  # keeps max_rel_err finite where the reference is exactly zero
 _KINDS = ("finite", "nan", "posinf", "neginf")
 _SHOWN = {"finite": "finite", "nan": "NaN", "posinf": "+Inf", "neginf": "-Inf"}
@@ -93,6 +95,7 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
         max_abs = max(max_abs, float(abs_err.max(initial=0.0)))
         max_rel = max(max_rel, float((abs_err / np.maximum(np.abs(rf), REL_ERR_FLOOR)).max(initial=0.0)))
         usage = max(usage, _tol_usage(abs_err, allowed, p.count))
+        mapped_pages.release([a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS]])
     out_of_tol = too_far + mismatched
     metrics = {
         "elements": int(r.size),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ml_atlas_sdk import mapped_pages
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.secrets import first_line
 from ml_atlas_sdk.settings import ModelSource  # noqa: F401 (the `model:` section; re-exported)
@@ -243,6 +244,7 @@ def run_canonical(
                         f"model output {n!r}: batches of {batch_size} rows gave shapes {', '.join(shapes)}; only the "
                         "batch axis may differ between batches, and it must come first with one entry per row")
                 outputs[n][start:stop] = value
+            mapped_pages.release(batch)
     return outputs
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from ml_atlas_sdk import mapped_pages
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem
 from ml_atlas_sdk.secrets import first_line
 
@@ -60,6 +61,7 @@ def run_onnx(
                 out[start : start + fed] = value
             else:
                 chunks[name] = [tiled.pop(name)[:start], value]
+        mapped_pages.release(feed.values())
     return {n: tiled[n] if n in tiled else np.concatenate(chunks[n]) for n in output_names}
 
 

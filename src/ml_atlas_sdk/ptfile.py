@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml_atlas_sdk import mapped_pages
 from ml_atlas_sdk.errors import AtlasInputError
 
 # torch storage class name <-> numpy dtype, for the dtypes numpy has (it has no bfloat16).
@@ -170,7 +171,7 @@ class _Unpickler(pickle.Unpickler):
             raw.seek(info.header_offset)
             name_len, extra_len = struct.unpack("<26xHH", raw.read(30))
         offset = info.header_offset + 30 + name_len + extra_len
-        return np.memmap(self._path, dtype=dtype, mode=self._mode, offset=offset, shape=(numel,))
+        return mapped_pages.register(np.memmap(self._path, dtype=dtype, mode=self._mode, offset=offset, shape=(numel,)))
 
 
 def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, requires_grad=False, hooks=None, metadata=None):

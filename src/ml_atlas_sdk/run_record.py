@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_atlas_sdk import mapped_pages
 from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.compare import CHUNK_ELEMENTS, worst
 
@@ -89,6 +90,7 @@ def error_curve(actual: np.ndarray | None, reference: np.ndarray) -> Curve:
     for start in range(0, a.size, CHUNK_ELEMENTS):
         np.subtract(a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS], out=errors[start:start + CHUNK_ELEMENTS],
                     dtype=np.float64)
+        mapped_pages.release([a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS]])
     np.abs(errors, out=errors)
     finite = np.isfinite(errors)
     if not finite.all():

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml_atlas_sdk import ptfile
+from ml_atlas_sdk import mapped_pages, ptfile
 from ml_atlas_sdk.dtypes import cast_exact
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.secrets import first_line
@@ -260,7 +260,11 @@ def load_tensors(path: str | Path, setting: str = "tensors", writable: bool = Fa
 
 
 def slice_rows(tensors: dict, index) -> dict:
-    return {k: v[index] for k, v in tensors.items()}
+    """The rows `index` (a slice: views; row numbers: copies, read from a mapped tensor file without
+    leaving it resident) of every tensor."""
+    if isinstance(index, slice):
+        return {k: v[index] for k, v in tensors.items()}
+    return {k: mapped_pages.take(v, index) for k, v in tensors.items()}
 
 
 def row_count(tensors: dict) -> int:

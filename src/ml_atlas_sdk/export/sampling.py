@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.tensors import slice_rows
 
 _MAX_FEATURES = 512  # random projection above this keeps the distance computation small
 # Rows the sample is drawn from: a seeded random subset above this, so the sampler's memory and
@@ -28,7 +29,7 @@ def select_export_rows(inputs: dict[str, torch.Tensor], batch_size: int) -> torc
     candidates = torch.arange(rows)
     if rows > MAX_CANDIDATES:
         candidates = torch.randperm(rows, generator=torch.Generator().manual_seed(0))[:MAX_CANDIDATES].sort().values
-    features = _row_features({name: tensor[candidates] for name, tensor in inputs.items()}, len(candidates))
+    features = _row_features(slice_rows(inputs, candidates), len(candidates))
     centre = features.mean(dim=0, keepdim=True)
     first = int(torch.cdist(features, centre).squeeze(1).argmax())
     chosen = [first]
