@@ -77,10 +77,10 @@ write_frame(make_inputs(int(sys.argv[1]), seed=1), sys.argv[2])
 
 
 def memory_figures(quick: bool) -> list[Figure]:
-    """Peak RSS of canonical_outputs, export and roundtrip (one process each) as rows grow 10x and 100x
+    """Peak RSS of canonical_outputs, export, roundtrip and precision (one process each) as rows grow 10x and 100x
     (--quick: 10x only)."""
     sizes = (500, 5_000) if quick else (10_000, 100_000, 1_000_000)
-    peaks: dict[str, list[float]] = {"canonical_outputs": [], "export": [], "roundtrip": []}
+    peaks: dict[str, list[float]] = {"canonical_outputs": [], "export": [], "roundtrip": [], "precision": []}
     with tempfile.TemporaryDirectory(prefix="atlas-bench-mem-") as tmp:
         project = make_project_copy(Path(tmp) / "project")
         set_params(project, data={"val_outputs": None, "calibration_inputs": None}, escalation={"enabled": False})

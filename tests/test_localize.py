@@ -39,6 +39,25 @@ def export_and_roundtrip(model, inputs, meta, tmp_path, dynamo=False, get_model=
     return outcome.attempts[0], report
 
 
+def test_the_sdk_door_takes_the_exports_localization_with_its_run(tmp_path):
+    """push_to_mlflow hands the chosen attempt's ORT run to the round-trip step: a failure it
+    localized is not localized again (the model is not even asked for)."""
+    inputs = {"x": torch.randn(ROWS, fixture.FEATURES, generator=torch.Generator().manual_seed(5))}
+    model, meta = fixture.build_model("half"), ModelMetadata(**fixture.metadata())
+    canonical, _ = canonical_outputs(model, inputs, meta, SkipPolicy([]), SETTINGS.batch_size)
+    settings = step_settings(meta, export={"batch_size": 8}, escalation={"enabled": False})
+    outcome, _ = export_model(model, inputs, canonical, settings, tmp_path / "model.onnx")
+
+    def no_model():
+        raise AssertionError("localized again")
+
+    report, _ = roundtrip_model(tmp_path / "model.onnx", inputs, canonical, settings, len(outcome.sample_rows), no_model,
+                                reused=outcome.chosen.ort_run)
+    found = report.extra["localization"]
+    assert found["status"] == "found" and found["first_divergence"]["module"] == "blocks.1"
+    assert {k: v for k, v in found.items() if k != "trail"} == outcome.chosen.localization and found["trail"]
+
+
 def residual(fault, tmp_path, **kw):
     inputs = {"x": torch.randn(ROWS, fixture.FEATURES, generator=torch.Generator().manual_seed(5))}
     model = fixture.build_model(fault)

@@ -58,3 +58,27 @@ def test_each_stage_runs_alone_with_overrides_and_leaves_no_hydra_files(project)
     leftovers = [p for p in project.rglob("*") if p.name in ("outputs", ".hydra", "multirun") or p.suffix == ".log"]
     assert leftovers == []
     assert not (project / "mlflow.db").exists()  # a dry run pushes nothing
+
+
+def test_a_failed_round_trip_is_localized_once_by_the_export(project):
+    """The export localizes its failing attempt; the roundtrip stage takes that localization with
+    the reused ORT run instead of building the model (no torch) and localizing it again."""
+    strict = ("roundtrip.atol=0", "roundtrip.rtol=0", "escalation.enabled=false")
+    for stage in ("tensorize", "canonical_outputs", "export"):
+        run_stage(project, stage, *strict)
+    attempt = json.loads((project / "reports/export.json").read_text())["attempts"][0]
+    assert attempt["status"] == "roundtrip_failed" and attempt["localization"]["status"] == "found"
+
+    run_stage(project, "roundtrip", *strict)  # fails if torch was imported
+    roundtrip = json.loads((project / "reports/roundtrip.json").read_text())
+    found = roundtrip["localization"]
+    assert roundtrip["verdicts"] == {"roundtrip": "failed"} and roundtrip["metrics"]["ort_outputs_reused"] is True
+    assert {k: v for k, v in found.items() if k != "trail"} == attempt["localization"] and found["trail"]
+    assert roundtrip["checks"][0]["details"]["localization"] == attempt["localization"]
+    depth_plot = (project / "reports/plots/localization/error_by_depth.csv").read_text().splitlines()
+    assert len(depth_plot) == 1 + len(found["trail"])
+
+    # Another number of rows to localize on is another localization: the stage makes it itself.
+    run(["python", "stages/roundtrip.py", *strict, "roundtrip.localize_rows=1"], project)
+    again = json.loads((project / "reports/roundtrip.json").read_text())
+    assert again["metrics"]["ort_outputs_reused"] is False and again["localization"]["rows"] == [found["rows"][0]]

@@ -71,6 +71,9 @@ class OrtRun:
 
     outputs: dict[str, np.ndarray]
     batch_probe: dict[str, str]
+    # Where the round-trip of these outputs starts to fail (ml_atlas_sdk.localize), when the export
+    # already localized it: the roundtrip stage and the SDK take it instead of localizing again.
+    localization: dict[str, Any] | None = None
 
 
 def run_and_probe(

@@ -147,8 +147,8 @@ def _try(attempt, model, sample, inputs, canonical, metadata, tol, rows_per_run,
     verdict = roundtrip(attempt.roundtrip, tol, attempt.batch_probe)
     attempt.status, attempt.error = ("passed", None) if verdict.ok else ("roundtrip_failed", verdict.message)
     if not verdict.ok:
-        found = localize_failure(lambda: model, path, inputs, actual, canonical, metadata, tol, localize_rows)
-        attempt.localization = without_trail(found)
+        run.localization = localize_failure(lambda: model, path, inputs, actual, canonical, metadata, tol, localize_rows)
+        attempt.localization = without_trail(run.localization)
     attempt.seconds = time.perf_counter() - started
 
 

@@ -1,4 +1,5 @@
-"""The export stage's ORT run of the model it wrote, kept for the roundtrip stage.
+"""The export stage's ORT run of the model it wrote (and its localization, if it failed), kept for
+the roundtrip stage.
 
 The export stage judges each attempt by running ONNX Runtime over every validation row; the
 roundtrip stage reuses the written attempt's run instead of repeating it, but only when that run was
@@ -21,17 +22,18 @@ def run_key(roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
     """What an ORT run's outputs and batch probe depend on."""
     files = [*sorted(ONNX_MODEL.parent.glob(ONNX_MODEL.name + "*")), VAL_INPUTS_FILE, CANONICAL_OUTPUTS]
     return {"files": {p.as_posix(): file_sha256(p) for p in files}, "rows_per_run": roundtrip.batch_size,
-            "rtol": roundtrip.rtol, "atol": roundtrip.atol, "export_rows": export_rows}
+            "rtol": roundtrip.rtol, "atol": roundtrip.atol, "localize_rows": roundtrip.localize_rows,
+            "export_rows": export_rows}
 
 
 def keep(run: OrtRun, roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
     """Write the run's outputs beside model.onnx; returns what export_info.json records of it."""
     tio.save_tensors(run.outputs, ORT_OUTPUTS)
-    return {"key": run_key(roundtrip, export_rows), "batch_probe": run.batch_probe}
+    return {"key": run_key(roundtrip, export_rows), "batch_probe": run.batch_probe, "localization": run.localization}
 
 
 def reusable(export_info: dict[str, Any], roundtrip: RoundtripSettings, export_rows: int) -> OrtRun | None:
     kept = export_info.get("ort_run")
     if not kept or not ORT_OUTPUTS.is_file() or kept["key"] != run_key(roundtrip, export_rows):
         return None
-    return OrtRun(tio.load_tensors(ORT_OUTPUTS), kept["batch_probe"])
+    return OrtRun(tio.load_tensors(ORT_OUTPUTS), kept["batch_probe"], kept.get("localization"))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ml_atlas_sdk import mapped_pages
 from ml_atlas_sdk.compare import Tolerance, compare_arrays, out_of_tolerance
 from ml_atlas_sdk.models import canonical_model, forward_rows, outputs_by_name
 from ml_atlas_sdk.precision.capture import ModuleHooks, RangeStats, shown, tensor_ranges
@@ -59,34 +60,41 @@ def run_passes(
             stats.add(tensor)
 
     rows = next(iter(inputs.values())).shape[0]
-    chunks: dict[str, list[torch.Tensor]] = {n: [] for n in output_names}
+    # Held once, filled batch by batch (canonical_outputs refused outputs without one entry per row).
+    half_outputs: dict[str, torch.Tensor] = {}
     seconds = {"fp32_hooks": 0.0, "fp16": 0.0}
     with torch.no_grad(), ModuleHooks(model, record) as ranges:
         for start in tqdm(range(0, rows, batch_size), desc="precision passes", unit="batch", leave=False):
             stop = min(start + batch_size, rows)
             batch = [inputs[n][start:stop] for n in input_names]
-            began = time.perf_counter()
-            forward_rows(model, batch, input_names, output_names, range(start, stop))
-            seconds["fp32_hooks"] += time.perf_counter() - began
-            if half is None:
-                continue
-            began = time.perf_counter()
-            out16, result.cannot_run_half = _half_forward(half, batch, output_names, result.types)
-            if out16 is None:
-                half = None
-                continue
-            for n in output_names:
-                chunks[n].append(out16[n].detach().float())
-            if result.first_departure is None:
-                departing = _departing_rows(out16, {n: canonical[n][start:stop] for n in output_names}, tol)
-                if departing.numel():
-                    ranges.active = False  # these rows were recorded once already
-                    found = _first_departure(model, half, [t[departing] for t in batch], result.types, tol)
-                    result.first_departure = {**found, "rows": [start + int(i) for i in departing]}
-                    ranges.active = True
-            seconds["fp16"] += time.perf_counter() - began
+            try:
+                began = time.perf_counter()
+                forward_rows(model, batch, input_names, output_names, range(start, stop))
+                seconds["fp32_hooks"] += time.perf_counter() - began
+                if half is None:
+                    continue
+                began = time.perf_counter()
+                out16, result.cannot_run_half = _half_forward(half, batch, output_names, result.types)
+                if out16 is None:
+                    half = None
+                    continue
+                for n in output_names:
+                    value = out16[n].detach().float()
+                    half_outputs.setdefault(n, value.new_empty((rows, *value.shape[1:])))[start:stop] = value
+                if result.first_departure is None:
+                    reference = {n: canonical[n][start:stop] for n in output_names}
+                    departing = _departing_rows(out16, reference, tol)
+                    mapped_pages.release(reference.values())
+                    if departing.numel():
+                        ranges.active = False  # these rows were recorded once already
+                        found = _first_departure(model, half, [t[departing] for t in batch], result.types, tol)
+                        result.first_departure = {**found, "rows": [start + int(i) for i in departing]}
+                        ranges.active = True
+                seconds["fp16"] += time.perf_counter() - began
+            finally:  # the batch's pages of the mapped input file (mapped_pages)
+                mapped_pages.release(batch)
     if half is not None:
-        result.half_outputs = {n: torch.cat(chunks[n]) for n in output_names}
+        result.half_outputs = half_outputs
     result.seconds = seconds
     return result
 

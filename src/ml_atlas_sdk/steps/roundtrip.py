@@ -33,7 +33,8 @@ def roundtrip_model(
     `reused`: the export's run of this very model on these inputs (its accepted attempt was judged
     by it), so ORT runs over the rows once per pipeline; None runs it here. A failed verdict is
     localized with the model `get_model` returns (called only then, so a passing round-trip never
-    builds it); report.extra["localization"] says what was found.
+    builds it), unless the reused run comes with the export's localization of the same failure;
+    report.extra["localization"] says what was found.
     """
     metadata, skip = settings.metadata, settings.checks.policy
     tol, rows_per_run, localize_rows = settings.roundtrip.tolerance, settings.roundtrip.batch_size, settings.roundtrip.localize_rows
@@ -49,7 +50,9 @@ def roundtrip_model(
     result = run_check("roundtrip", per_output, tol, probe, skip=skip)
     localization = not_run("the round-trip passed")
     if result.verdict is Verdict.FAILED:
-        if get_model is None:
+        if run.localization is not None:
+            localization = run.localization
+        elif get_model is None:
             localization = not_run("no model to compare with")
         else:  # torch and the exporters' graph tools load only here, for a failure
             from ml_atlas_sdk.localize.locate import localize_failure
