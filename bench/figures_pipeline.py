@@ -75,9 +75,10 @@ def _doors(label: str, project: Path, sdk_cmd: list[str], root: Path, limit: flo
 
 
 # A stage of the floor pipeline: Python, Hydra composing params.yaml, and its outputs put back from
-# the real run, nothing else. No pipeline of these stages can do less per stage.
+# the real run, nothing else (it exits without teardown, as the real stages do). No pipeline of
+# these stages can do less per stage.
 _FLOOR_STAGE = """
-import shutil, sys
+import os, shutil, sys
 from pathlib import Path
 import hydra
 
@@ -94,6 +95,7 @@ def main(cfg) -> None:
 if __name__ == "__main__":
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
     main()
+    os._exit(0)
 """
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import pytest
 from conftest import run
 
 # Stages that work on arrays and files only: each one importing torch costs ~1.1 s of every repro.
@@ -82,3 +84,32 @@ def test_a_failed_round_trip_is_localized_once_by_the_export(project):
     run(["python", "stages/roundtrip.py", *strict, "roundtrip.localize_rows=1"], project)
     again = json.loads((project / "reports/roundtrip.json").read_text())
     assert again["metrics"]["ort_outputs_reused"] is False and again["localization"]["rows"] == [found["rows"][0]]
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from ml_atlas_sdk.pipeline.hydra_entry import exit_without_teardown
+
+class Teardown:
+    def __del__(self):  # runs only in the interpreter's teardown
+        print("teardown", flush=True)
+
+keep = Teardown()
+atexit.register(lambda: print("atexit", flush=True))
+if sys.argv[1] == "worker":
+    threading.Thread(target=lambda: (time.sleep(0.5), print("worker done", flush=True))).start()
+sys.stdout.write("buffered")
+exit_without_teardown()
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "worker"])
+def test_a_stage_ends_without_teardown_but_with_atexit_unless_a_thread_still_works(tmp_path, thread):
+    done = run([sys.executable, "-c", _EXIT_PROBE, thread], tmp_path)
+    lines = done.stdout.replace("buffered", "buffered\n").split()
+    assert "buffered" in lines and "atexit" in lines  # flushed, handlers run
+    if thread == "none":
+        assert "teardown" not in lines and "returned" not in lines
+    else:  # a non-daemon thread may still be working: the normal exit joins it
+        assert "returned" in lines and "worker" in lines and "teardown" in lines

@@ -1,9 +1,11 @@
 """What every stage script shares: quiet Hydra, validated settings, one-line user errors."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,10 +25,25 @@ QUIET_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging
 
 
 def stage_entry(hydra_main: Callable[[], None]) -> None:
-    """Call a @hydra.main function with the quiet overrides appended to the command line."""
+    """Call a @hydra.main function with the quiet overrides appended to the command line, then end
+    the process without the interpreter's teardown."""
     given = {arg.split("=", 1)[0] for arg in sys.argv[1:]}
     sys.argv.extend(o for o in QUIET_HYDRA if o.split("=", 1)[0] not in given)
     hydra_main()
+    exit_without_teardown()
+
+
+def exit_without_teardown() -> None:
+    """Exit 0 once a stage has written its outputs, skipping the interpreter's teardown: freeing
+    torch's modules one by one takes ~0.4 s of every model stage (a third of `import torch`), for
+    memory the OS takes back at once. atexit handlers still run (logging, tqdm); a live non-daemon
+    thread (work it may still finish) gets the normal exit instead."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def load_settings(cfg: DictConfig) -> Settings:
