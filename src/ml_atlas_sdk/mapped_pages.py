@@ -2,9 +2,9 @@
 
 Tensor files are mapped, not read (`ptfile.load`), so a pass over every row leaves every page it
 touched resident in the process: at 1M validation rows the model stages held the whole input file
-on top of their own memory. After each batch the pass hands that batch's pages back to the kernel
-(`MADV_DONTNEED`): they stay in the page cache, a later read maps them again, and for a
-copy-on-write mapping a page the model wrote to reads as the file again. Arrays that are not mapped
+on top of their own memory. After each batch the pass hands the pages up to that batch's end back
+to the kernel (`MADV_DONTNEED`): they stay in the page cache, a later read maps them again, and for
+a copy-on-write mapping a page the model wrote to reads as the file again. Arrays that are not mapped
 from a tensor file (the SDK's in-memory tensors) are never touched.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ def release(views: Iterable[Any]) -> None:
     the mapping's start up to the view's end: the pages behind a sequential pass, or all of an
     array read at random. Everything up to there, not just the view: a fault maps the pages around
     it too, including ones handed back before."""
+    if not hasattr(mmap, "MADV_DONTNEED"):  # Windows: no madvise, the pages stay
+        return
     for view in views:
         start, end = _span(view)
         found = _mapping(start) if end > start else None
@@ -46,7 +48,7 @@ def take(array: Any, rows: Sequence[int], block: int = 8) -> Any:
     """array[rows] (a copy), a few rows at a time with their pages handed back after each block:
     the kernel maps whole folios around every row read (up to ~2 MB each), so a few scattered rows
     of a large file would otherwise leave most of it resident."""
-    rows = [int(r) for r in rows]
+    rows = rows.tolist() if hasattr(rows, "tolist") else [int(r) for r in rows]
     if not rows or _mapping(_span(array)[0]) is None:
         return array[rows]
     parts = []
