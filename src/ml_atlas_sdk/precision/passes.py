@@ -64,7 +64,7 @@ def run_passes(
     half_outputs: dict[str, torch.Tensor] = {}
     seconds = {"fp32_hooks": 0.0, "fp16": 0.0}
     with torch.no_grad(), ModuleHooks(model, record) as ranges:
-        for start in tqdm(range(0, rows, batch_size), desc="precision passes", unit="batch", leave=False):
+        for start in tqdm(range(0, rows, batch_size), desc="precision passes", unit="batch", disable=None, leave=False):
             stop = min(start + batch_size, rows)
             batch = [inputs[n][start:stop] for n in input_names]
             try:
