@@ -3,12 +3,16 @@ queued experiments side by side against one after the other."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
-from measure import REPO, Figure, at_most, make_project_copy, measure, python, reported, set_params
+from measure import REPO, Figure, at_most, make_project_copy, measure, project_env, python, reported, set_params
 
 STAGES = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "precision", "archdoc", "upload")
 
@@ -165,16 +169,40 @@ def experiment_figures(quick: bool) -> list[Figure]:
         one_by_one = sum(measure(["dvc", "exp", "run", "--temp", *s, "roundtrip"], project).seconds for s in settings)
         for s in settings:
             measure(["dvc", "exp", "run", "--queue", *s, "roundtrip"], project)
-        try:
-            queued = measure(["dvc", "queue", "start", "-j", "2"], project).seconds
-            queued += measure(python(_WAIT_QUEUE), project).seconds
-        finally:  # an idle queue worker left behind slows whatever is measured next
-            measure(["dvc", "queue", "stop"], project)
+        queued = _run_queue(project, workers=2)
     return [reported(f"{len(settings)} experiments: queue -j 2 / one by one", queued / one_by_one, "x",
                      note=f"{queued:.0f} s vs {one_by_one:.0f} s")]
 
 
-# `dvc queue start` returns at once; the queue is done when no experiment is queued or running.
+def _run_queue(project: Path, workers: int) -> float:
+    """Seconds from `dvc queue start` until no experiment is queued or running.
+
+    The workers are detached processes that inherit the caller's stdout and stderr: captured, those
+    pipes would hold the measurement open until every worker exits, and a worker sometimes hangs
+    after "shutting down due to empty queue". So their output goes to /dev/null, the queue's state
+    is polled, and the workers left in the project are killed afterwards.
+    """
+    started = time.perf_counter()
+    try:
+        subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=project, env=project_env(),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        measure(python(_WAIT_QUEUE), project)
+        return time.perf_counter() - started
+    finally:
+        _kill_queue_workers(project)
+
+
+def _kill_queue_workers(project: Path) -> None:
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"queue-worker" in (proc / "cmdline").read_bytes() and \
+                    Path(os.readlink(proc / "cwd")).resolve().is_relative_to(project.resolve()):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+
+
+# The queue is done when no experiment is queued or running.
 _WAIT_QUEUE = """
 import subprocess, time
 while True:
