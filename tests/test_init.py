@@ -23,6 +23,7 @@ from conftest import REPO_ROOT, make_project_copy, run
 from ml_atlas_sdk import AtlasArtifactBundle, push_to_mlflow
 from ml_atlas_sdk.cli import main as cli
 from ml_atlas_sdk.consumer import verify
+from ml_atlas_sdk.onboarding.conf_files import CONFIG, write_config
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.onboarding.conf_files import recompose
 from ml_atlas_sdk.pipeline.params import main as params_main
@@ -248,3 +249,16 @@ def test_the_printed_override_pushes_each_other_model_through_dvc(onboarded, tmp
         assert tags["atlas.model_name"] == name
         assert {v for k, v in tags.items() if k.startswith("atlas.check.")} <= {"passed", "skipped"}, tags
         assert cli(["verify", upload["run_id"], "--tracking-uri", uri]) == 0, capsys.readouterr().err
+
+
+def test_config_files_are_replaced_whole_or_left_as_they_were(tmp_path):
+    """init rewrites conf/config.yaml and writes conf/ files through one atomic writer: a write that
+    fails halfway (here: text the file's encoding cannot hold) leaves the previous file and no temp."""
+    (tmp_path / CONFIG).parent.mkdir(parents=True)
+    (tmp_path / CONFIG).write_text("defaults:\n  - model: demo\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_config(tmp_path, "defaults:\n  - model: " + "x" * 100_000 + "\udc80\n")
+    assert (tmp_path / CONFIG).read_text() == "defaults:\n  - model: demo\n"
+    assert sorted(p.name for p in (tmp_path / CONFIG).parent.iterdir()) == [(tmp_path / CONFIG).name]
+    write_config(tmp_path, "defaults:\n  - model: mine\n")
+    assert (tmp_path / CONFIG).read_text() == "defaults:\n  - model: mine\n"

@@ -9,7 +9,6 @@ import collections
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import onnx
 
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.reports import write_text_atomic
 from ml_atlas_sdk.secrets import first_line, scrub
 
 # Bounded so a dead or hanging server costs at most ~2 minutes of a pipeline run, not forever.
@@ -159,15 +159,8 @@ def _read_cache(path: Path) -> str | None:
 
 
 def _write_cache(path: Path, text: str) -> None:
-    """Atomic (unique temp file + rename), so parallel runs never read a half-written answer."""
+    """Atomic, so parallel runs never read a half-written answer."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_text_atomic(path, text)
     except OSError:  # a read-only cache only costs a request next time; the answer is still good
         pass

@@ -61,10 +61,20 @@ class StageReport:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write JSON atomically, with non-finite floats as strings so the file stays valid JSON."""
+    return write_text_atomic(path, json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `path` whole or not at all: a temp file beside it (one per process, so concurrent
+    writers never share one), then a rename; a reader never sees half a file, and a failed write
+    leaves the previous one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

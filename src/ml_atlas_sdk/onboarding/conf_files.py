@@ -11,6 +11,7 @@ import yaml
 
 from ml_atlas_sdk.errors import AtlasInputError
 from ml_atlas_sdk.pipeline.params import compose_params
+from ml_atlas_sdk.reports import write_text_atomic
 from ml_atlas_sdk.settings import Settings
 
 GROUPS = ("model", "metadata", "data")
@@ -38,11 +39,7 @@ def write_conf(paths: dict[str, Path], sections: dict[str, dict[str, Any]], head
     under its header's comment lines."""
     for group, path in paths.items():
         comment = "".join(f"# {line}".rstrip() + "\n" for line in headers.get(group, []))
-        text = comment + "".join(_item(key, value) for key, value in sections[group].items())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, comment + "".join(_item(key, value) for key, value in sections[group].items()))
 
 
 def _item(key: str, value: Any) -> str:
@@ -66,7 +63,7 @@ def switched_config(root: Path, name: str) -> str:
 
 
 def write_config(root: Path, text: str) -> None:
-    (root / CONFIG).write_text(text)
+    write_text_atomic(root / CONFIG, text)
 
 
 def overrides(name: str) -> list[str]:
