@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ml_atlas_sdk.pipeline.hydra_entry import QUIET_HYDRA
+
 from measure import REPO, Figure, at_most, make_project_copy, measure, project_env, python, reported, set_params
 
 STAGES = ("tensorize", "canonical_outputs", "export", "roundtrip", "invariance", "drift", "precision", "archdoc", "upload")
@@ -97,7 +99,7 @@ def main(cfg) -> None:
             shutil.copy2(saved, out)
 
 if __name__ == "__main__":
-    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    sys.argv += {quiet!r}
     main()
     os._exit(0)
 """
@@ -125,7 +127,7 @@ def _floor(project: Path, floor: Path) -> float:
             elif source.is_file():
                 (saved / out).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, saved / out)
-        (floor / "stages" / f"{name}.py").write_text(_FLOOR_STAGE.format(outs=outs, saved=str(saved)))
+        (floor / "stages" / f"{name}.py").write_text(_FLOOR_STAGE.format(outs=outs, saved=str(saved), quiet=list(QUIET_HYDRA)))
     return measure(["dvc", "repro"], floor).seconds
 
 

@@ -82,7 +82,8 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
     finite = too_far = mismatched = 0
     pairs: collections.Counter[str] = collections.Counter()
     for start in range(0, r.size, CHUNK_ELEMENTS):
-        ac, rc = (x[start:start + CHUNK_ELEMENTS].astype(np.float64) for x in (a, r))
+        a_part, r_part = a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS]
+        ac, rc = a_part.astype(np.float64), r_part.astype(np.float64)
         p = pair(ac, rc)
         rf = rc[p.finite]
         abs_err = np.abs(ac[p.finite] - rf)
@@ -95,7 +96,7 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance) -> dict[str, Any
         max_abs = max(max_abs, float(abs_err.max(initial=0.0)))
         max_rel = max(max_rel, float((abs_err / np.maximum(np.abs(rf), REL_ERR_FLOOR)).max(initial=0.0)))
         usage = max(usage, _tol_usage(abs_err, allowed, p.count))
-        mapped_pages.release([a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS]])
+        mapped_pages.release([a_part, r_part])
     out_of_tol = too_far + mismatched
     metrics = {
         "elements": int(r.size),

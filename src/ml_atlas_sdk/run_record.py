@@ -88,9 +88,9 @@ def error_curve(actual: np.ndarray | None, reference: np.ndarray) -> Curve:
     a, r = np.asarray(actual).reshape(-1), np.asarray(reference).reshape(-1)
     errors = np.empty(a.size, np.float64)
     for start in range(0, a.size, CHUNK_ELEMENTS):
-        np.subtract(a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS], out=errors[start:start + CHUNK_ELEMENTS],
-                    dtype=np.float64)
-        mapped_pages.release([a[start:start + CHUNK_ELEMENTS], r[start:start + CHUNK_ELEMENTS]])
+        part = slice(start, start + CHUNK_ELEMENTS)
+        np.subtract(a[part], r[part], out=errors[part], dtype=np.float64)
+        mapped_pages.release([a[part], r[part]])
     np.abs(errors, out=errors)
     finite = np.isfinite(errors)
     if not finite.all():

@@ -53,6 +53,11 @@ def finish(report) -> None:
 
 def read_export_info() -> dict:
     """What the export stage accepted: settings used and the export sample's rows."""
-    if not EXPORT_INFO.is_file():
-        raise AtlasInputError(f"{EXPORT_INFO} is missing: run `dvc repro export` first")
-    return json.loads(EXPORT_INFO.read_text())
+    return read_export_json(EXPORT_INFO)
+
+
+def read_export_json(path: Path) -> dict:
+    """One of the JSON files the export stage writes beside model.onnx."""
+    if not path.is_file():
+        raise AtlasInputError(f"{path} is missing: run `dvc repro export` first")
+    return json.loads(path.read_text())

@@ -10,8 +10,8 @@ import torch
 from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.onnx_checks import model_opset
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.export.escalation import ExportAttempt, ExportOutcome, export_with_escalation
+from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
 

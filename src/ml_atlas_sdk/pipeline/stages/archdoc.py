@@ -1,11 +1,8 @@
 """Stage archdoc: build/archdoc/architecture.md (Claude, a user's file, or structural), or none."""
 from __future__ import annotations
 
-import json
-
 from ml_atlas_sdk.archdoc import build_architecture_doc
-from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.pipeline.outputs import begin
+from ml_atlas_sdk.pipeline.outputs import begin, read_export_json
 from ml_atlas_sdk.pipeline.paths import ARCHDOC, MODEL_SUMMARY, ONNX_MODEL
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
@@ -14,9 +11,7 @@ from ml_atlas_sdk.settings import Settings
 def run_archdoc(cfg: Settings) -> None:
     begin("archdoc", ARCHDOC.parent)
     archdoc = cfg.archdoc
-    if not MODEL_SUMMARY.is_file():
-        raise AtlasInputError(f"{MODEL_SUMMARY} is missing: run `dvc repro export` first")
-    summary = json.loads(MODEL_SUMMARY.read_text())  # the export stage's, so torch is not imported here
+    summary = read_export_json(MODEL_SUMMARY)  # the export stage's, so torch is not imported here
     doc = build_architecture_doc(summary, ONNX_MODEL, cfg.metadata, archdoc.source, archdoc.llm_model, archdoc.cache_dir)
     ARCHDOC.parent.mkdir(parents=True, exist_ok=True)
     if doc.markdown is not None:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.build import CALIBRATION_INPUTS, tensor_file
+from ml_atlas_sdk.dtypes import FP16_MAX
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.outputs import begin, finish
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, PLOTS, TENSORS_DIR, VAL_INPUTS_FILE
 from ml_atlas_sdk.pipeline.plots import write_activation_depth
-from ml_atlas_sdk.dtypes import FP16_MAX
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.precision import precision_step
 
