@@ -20,7 +20,7 @@ from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import SkipPolicy, Verdict, run_check
 from ml_atlas_sdk.demo.ranking import build_model as build_demo_model
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.export.escalation import export_with_escalation
+from ml_atlas_sdk.export.escalation import Judge, export_with_escalation
 from ml_atlas_sdk.export import sampling
 from ml_atlas_sdk.export.sampling import select_export_rows
 from ml_atlas_sdk.export.settings import ExportSettings
@@ -149,8 +149,10 @@ def test_escalation_skips_duplicate_steps_and_samples_at_most_batch_size_rows(tm
     ladder = [{}, {"do_constant_folding": True}, {"opset": 18}, {"opset": 20}]
     seen = []
     out = tmp_path / "onnx" / "model.onnx"
+    tol = rt.Tolerance(1e-2, 5e-2)
+    judge = Judge({n: tol for n in meta.output_names}, tol, rows_per_run=256, localize_rows=8)
     outcome = export_with_escalation(
-        model, inputs, canonical, meta, settings, ladder, True, rt.Tolerance(1e-2, 5e-2), 256, out,
+        model, inputs, canonical, meta, settings, ladder, True, judge, out,
         on_attempt=lambda a: seen.append((a.step, a.status)),
     )
     assert [(a.step, a.status) for a in outcome.attempts] == [(0, "export_failed"), (1, "duplicate"), (2, "duplicate"), (3, "passed")]

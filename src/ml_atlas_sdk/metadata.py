@@ -99,6 +99,23 @@ class ModelMetadata(BaseModel):
             return {int(a): f"{name}_dynamic_axes_{a}" for a in raw}
         return {int(a): str(n) for a, n in raw.items()}
 
+    def probe_axes(self) -> dict[str, list[tuple[str, int]]]:
+        """Non-batch dynamic axes that inputs carry, by dim name: {name: [(input, axis), ...]}.
+        Inputs that share a name change together; an axis only outputs carry cannot be driven."""
+        return self._named_axes(self.input_names)
+
+    def output_axes(self) -> dict[str, list[tuple[str, int]]]:
+        """The same for outputs: the axes that must follow an input axis of the same name."""
+        return self._named_axes(self.output_names)
+
+    def _named_axes(self, names: list[str]) -> dict[str, list[tuple[str, int]]]:
+        found: dict[str, list[tuple[str, int]]] = {}
+        for name in names:
+            for axis, dim in sorted(self.axes_of(name).items()):
+                if axis != 0:
+                    found.setdefault(dim, []).append((name, axis))
+        return found
+
     @property
     def dtype_of(self) -> dict[str, str]:
         return dict(self.input_dtypes or {})

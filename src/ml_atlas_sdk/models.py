@@ -176,6 +176,20 @@ def check_forward(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], me
                      metadata.output_names, rows)
 
 
+def eager_reference(model: torch.nn.Module, metadata: Any):
+    """The canonical model as a function of numpy feeds, for probes at other sizes: its outputs by
+    name as float32 (or their own integer dtype) arrays."""
+    model = canonical_model(model)
+
+    def forward(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            out = outputs_by_name(model(*[torch.from_numpy(np.array(feed[n])) for n in metadata.input_names]),
+                                  metadata.output_names)
+        return {n: (t.float() if t.is_floating_point() else t).detach().cpu().numpy() for n, t in out.items()}
+
+    return forward
+
+
 def check_forward_signature(model: torch.nn.Module, input_names: Sequence[str]) -> str | None:
     """Compare metadata.input_names with forward()'s positional parameters, when they can be read.
 

@@ -5,7 +5,7 @@ The verdict is the `roundtrip` check (checks/roundtrip.py); nothing here imports
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,14 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from ml_atlas_sdk import mapped_pages
-from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem
+from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, spread_rms, tolerance_of
 from ml_atlas_sdk.secrets import first_line
 
-__all__ = ["ONNX", "PYTORCH", "OrtRun", "Tolerance", "compare", "cpu_session", "probe_batch_sizes", "probe_sizes",
-           "problems", "run_and_probe", "run_onnx"]
+__all__ = ["ONNX", "PYTORCH", "OrtRun", "Tolerance", "Tolerances", "compare", "cpu_session", "probe_batch_sizes",
+           "probe_sizes", "problems", "run_and_probe", "run_onnx", "spreads_of"]
+
+# One Tolerance for every output, or {output: Tolerance} (roundtrip.tolerances over the global pair).
+Tolerances = Tolerance | Mapping[str, Tolerance]
 
 # The labels name the two sides in every message: "NaN in ONNX but finite in PyTorch".
 ONNX, PYTORCH = "ONNX", "PyTorch"
@@ -74,6 +77,8 @@ class OrtRun:
     # Where the round-trip of these outputs starts to fail (ml_atlas_sdk.localize), when the export
     # already localized it: the roundtrip stage and the SDK take it instead of localizing again.
     localization: dict[str, Any] | None = None
+    # The dynamic-axis probes of the same model (axis_probe.SizeProbe dicts), when the export ran them.
+    axis_probes: list[dict[str, Any]] | None = None
 
 
 def run_and_probe(
@@ -83,22 +88,31 @@ def run_and_probe(
     names: tuple[Sequence[str], Sequence[str]],
     rows_per_run: int,
     export_rows: int,
-    tol: Tolerance,
+    tol: Tolerances,
     progress: bool = False,
+    spreads: Mapping[str, float] | None = None,
 ) -> OrtRun:
     """The round-trip's ORT side: all rows in batches of `rows_per_run`, then the batch-size probe."""
     session = cpu_session(onnx_path)
     input_names, output_names = names
     outputs = run_onnx(session, inputs, input_names, output_names, rows_per_run, progress)
     rows = next(iter(inputs.values())).shape[0]
-    probe = probe_batch_sizes(session, inputs, reference, input_names, probe_sizes(rows, export_rows), tol)
+    spreads = spreads if spreads is not None else spreads_of(reference)
+    probe = probe_batch_sizes(session, inputs, reference, input_names, probe_sizes(rows, export_rows), tol, spreads)
     return OrtRun(outputs, probe)
 
 
+def spreads_of(reference: Mapping[str, Any]) -> dict[str, float]:
+    """Each output's RMS spread across all rows: the scale the probes on a few rows are judged by."""
+    return {name: spread_rms(values) for name, values in reference.items()}
+
+
 def compare(
-    actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], tol: Tolerance
+    actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], tol: Tolerances,
+    spreads: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    return {name: compare_arrays(actual[name], reference[name], tol) for name in reference}
+    return {name: compare_arrays(actual[name], reference[name], tolerance_of(tol, name), (spreads or {}).get(name))
+            for name in reference}
 
 
 def problems(per_output: dict[str, dict[str, Any]], actual: str = ONNX, reference: str = PYTORCH) -> list[str]:
@@ -112,7 +126,8 @@ def probe_batch_sizes(
     reference: dict[str, np.ndarray],
     input_names: Sequence[str],
     sizes: Sequence[int],
-    tol: Tolerance,
+    tol: Tolerances,
+    spreads: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
     """Run whole batches of other sizes than the export sample's: a specialised batch axis fails here."""
     outcome = {}
@@ -123,7 +138,8 @@ def probe_batch_sizes(
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
             outcome[str(size)] = first_line(exc)
             continue
-        bad = problems({n: compare_arrays(v, reference[n][:size], tol) for n, v in zip(reference, values)})
+        bad = problems({n: compare_arrays(v, reference[n][:size], tolerance_of(tol, n), (spreads or {}).get(n))
+                        for n, v in zip(reference, values)})
         outcome[str(size)] = "; ".join(bad) if bad else "ok"
     return outcome
 

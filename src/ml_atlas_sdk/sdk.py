@@ -28,7 +28,8 @@ from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.provenance import source_info
 from ml_atlas_sdk.reports import as_written
 from ml_atlas_sdk.run_record import RunRecord, error_curve, run_metrics
-from ml_atlas_sdk.settings import DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, Settings, Tolerance
+from ml_atlas_sdk.settings import (DEFAULT_EXPERIMENT, DriftSettings, ExportBatch, ExportSettings, RoundtripSettings,
+                                   Settings, Tolerance)
 from ml_atlas_sdk.settings_errors import describe_errors
 from ml_atlas_sdk.steps.canonical import canonical_outputs
 from ml_atlas_sdk.steps.drift import drift_step
@@ -55,6 +56,11 @@ class AtlasArtifactBundle(BaseModel):
     skip_sdk_validations: bool | set[str] | frozenset[str] | list[str] = False
     drift_tolerance_mse: Tolerance = DriftSettings().tolerance_mse
     drift_tolerance_max_abs: Tolerance = DriftSettings().tolerance_max_abs
+    roundtrip_rtol: Tolerance = RoundtripSettings().rtol
+    roundtrip_atol: Tolerance = RoundtripSettings().atol
+    roundtrip_max_nrmse: Tolerance = RoundtripSettings().max_nrmse
+    roundtrip_tolerances: dict[str, dict[str, Any]] | None = None  # {output: {rtol, atol, max_nrmse}}
+    axis_sizes: dict[str, list[int]] | None = None  # {axis name: sizes atlas will serve}
     bundle_schema_version: StrictStr = Settings.model_fields["bundle_schema_version"].default
 
     @field_validator("skip_sdk_validations")
@@ -111,6 +117,8 @@ SDK_ARGUMENTS = {
     "drift.tolerance_max_abs": "drift_tolerance_max_abs", "checks.skip": "skip_sdk_validations",
     "archdoc.source": "architecture_doc", "mlflow.tracking_uri": "tracking_uri", "mlflow.experiment": "experiment",
     "mlflow.register_model": "register_model", "bundle_schema_version": "bundle_schema_version",
+    "roundtrip.rtol": "roundtrip_rtol", "roundtrip.atol": "roundtrip_atol", "roundtrip.max_nrmse": "roundtrip_max_nrmse",
+    "roundtrip.tolerances": "roundtrip_tolerances", "checks.axis_sizes": "axis_sizes",
 }
 
 
@@ -124,7 +132,9 @@ def settings_of(bundle: AtlasArtifactBundle, *, tracking_uri: str | None = None,
         "metadata": bundle.metadata,
         "export": {"batch_size": bundle.export_batch_size},
         "drift": {"tolerance_mse": bundle.drift_tolerance_mse, "tolerance_max_abs": bundle.drift_tolerance_max_abs},
-        "checks": {"skip": skip if isinstance(skip, bool) else sorted(skip)},
+        "roundtrip": {"rtol": bundle.roundtrip_rtol, "atol": bundle.roundtrip_atol, "max_nrmse": bundle.roundtrip_max_nrmse,
+                      "tolerances": bundle.roundtrip_tolerances or {}},
+        "checks": {"skip": skip if isinstance(skip, bool) else sorted(skip), "axis_sizes": bundle.axis_sizes or {}},
         "archdoc": {"source": None if doc is None else str(doc)},
         "mlflow": {"experiment": experiment or DEFAULT_EXPERIMENT, "register_model": register_model,
                    **({"tracking_uri": tracking_uri} if tracking_uri is not None else {})},
@@ -153,7 +163,8 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     export_report.stop().print_summary()
     require_exported_model(outcome, "see the attempts printed above")
     roundtrip_report, onnx_outputs = roundtrip_model(onnx_path, inputs, canonical, settings, len(outcome.sample_rows),
-                                                     lambda: bundle.model, reused=outcome.chosen.ort_run)
+                                                     lambda: bundle.model, outcome.chosen.ort_run,
+                                                     export_report.extra["hazards"])
     roundtrip_report.stop().print_summary()
     invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
     invariance_report.stop().print_summary()

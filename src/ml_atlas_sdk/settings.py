@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
-                      ValidationInfo, field_validator)
+                      ValidationInfo, field_validator, model_validator)
 
 from ml_atlas_sdk.checks.registry import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
@@ -122,17 +122,43 @@ class EscalationSettings(Section):
                                 LadderStep(opset=20, do_constant_folding=False), LadderStep(dynamo=True)]
 
 
+class OutputTolerance(Section):
+    """`roundtrip.tolerances.<output>`: what differs from the global round-trip rule for one output."""
+
+    rtol: Tolerance | None = None
+    atol: Tolerance | None = None
+    max_nrmse: Tolerance | None = None
+
+
 class RoundtripSettings(Section):
     rtol: Tolerance = 0.01
     atol: Tolerance = 0.05
+    # Scale-aware: RMS error over the outputs' RMS spread across rows (compare.py); a zeroed,
+    # constant or frozen output scores >= 1 whatever its magnitude, float noise ~1e-6.
+    max_nrmse: Tolerance = 0.01
+    tolerances: dict[StrictStr, OutputTolerance] = {}  # per output, over the global rtol/atol/max_nrmse
     batch_size: PositiveInt = 256  # rows per ONNX Runtime / canonical / precision forward run
     localize_rows: Annotated[StrictInt, Field(ge=0)] = 8  # failing rows a failed round-trip is localized on; 0 = never
 
+    @field_validator("tolerances", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
     @property
     def tolerance(self):
+        """The global rule (values inside the network, when a failure is localized)."""
         from ml_atlas_sdk.compare import Tolerance  # numpy only; onnxruntime stays out of settings
 
-        return Tolerance(rtol=self.rtol, atol=self.atol)
+        return Tolerance(rtol=self.rtol, atol=self.atol, max_nrmse=self.max_nrmse)
+
+    def tolerances_for(self, output_names: list[str]) -> dict[str, Any]:
+        """{output: compare.Tolerance}: each output's own entry over the global values."""
+        from ml_atlas_sdk.compare import Tolerance
+
+        base = {"rtol": self.rtol, "atol": self.atol, "max_nrmse": self.max_nrmse}
+        return {name: Tolerance(**{**base, **(self.tolerances[name].model_dump(exclude_none=True)
+                                             if name in self.tolerances else {})}) for name in output_names}
 
 
 class DriftSettings(Section):
@@ -162,6 +188,14 @@ class PrecisionSettings(Section):
 class ChecksSettings(Section):
     skip: StrictBool | list[StrictStr] = []
     calib_min_rows: PositiveInt = 1000
+    # {axis name: sizes atlas will serve}: the dynamic_axes check exercises exactly these for that
+    # axis instead of its default shorter and longer sizes.
+    axis_sizes: dict[StrictStr, list[PositiveInt]] = {}
+
+    @field_validator("axis_sizes", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @field_validator("skip", mode="before")
     @classmethod
@@ -217,6 +251,23 @@ class Settings(Section):
     mlflow: MlflowSettings
     upload: UploadSettings = UploadSettings()
     bundle_schema_version: StrictStr = "1"
+
+    @model_validator(mode="after")
+    def _names_known(self) -> "Settings":
+        """Settings that name outputs or axes must name ones the metadata declares."""
+        unknown = sorted(set(self.roundtrip.tolerances) - set(self.metadata.output_names))
+        if unknown:
+            raise ValueError(f"roundtrip.tolerances: {unknown} not in metadata.output_names {self.metadata.output_names}")
+        axes = self.metadata.probe_axes()
+        unknown = sorted(set(self.checks.axis_sizes) - set(axes))
+        if unknown:
+            raise ValueError(f"checks.axis_sizes: {unknown} not a non-batch dynamic axis of an input in metadata.dynamic_axes "
+                             f"(declared: {sorted(axes) or 'none'})")
+        return self
+
+    @property
+    def roundtrip_tolerances(self) -> dict[str, Any]:
+        return self.roundtrip.tolerances_for(self.metadata.output_names)
 
     @classmethod
     def from_config(cls, raw: Any, where: str | None = None) -> "Settings":

@@ -15,25 +15,28 @@ from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.ort_engine import OrtRun
 from ml_atlas_sdk.pipeline.paths import CANONICAL_OUTPUTS, ONNX_MODEL, ORT_OUTPUTS, VAL_INPUTS_FILE
 from ml_atlas_sdk.provenance import file_sha256
-from ml_atlas_sdk.settings import RoundtripSettings
+from ml_atlas_sdk.settings import Settings
 
 
-def run_key(roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
-    """What an ORT run's outputs and batch probe depend on."""
+def run_key(settings: Settings, export_rows: int) -> dict[str, Any]:
+    """What an ORT run's outputs, batch probe and dynamic-axis probes depend on."""
+    roundtrip = settings.roundtrip
     files = [*sorted(ONNX_MODEL.parent.glob(ONNX_MODEL.name + "*")), VAL_INPUTS_FILE, CANONICAL_OUTPUTS]
     return {"files": {p.as_posix(): file_sha256(p) for p in files}, "rows_per_run": roundtrip.batch_size,
-            "rtol": roundtrip.rtol, "atol": roundtrip.atol, "localize_rows": roundtrip.localize_rows,
-            "export_rows": export_rows}
+            "tolerances": {n: t.to_dict() for n, t in settings.roundtrip_tolerances.items()},
+            "localize_rows": roundtrip.localize_rows, "export_rows": export_rows,
+            "axis_sizes": settings.checks.axis_sizes, "probe_axes": "dynamic_axes" not in settings.checks.policy}
 
 
-def keep(run: OrtRun, roundtrip: RoundtripSettings, export_rows: int) -> dict[str, Any]:
+def keep(run: OrtRun, settings: Settings, export_rows: int) -> dict[str, Any]:
     """Write the run's outputs beside model.onnx; returns what export_info.json records of it."""
     tio.save_tensors(run.outputs, ORT_OUTPUTS)
-    return {"key": run_key(roundtrip, export_rows), "batch_probe": run.batch_probe, "localization": run.localization}
+    return {"key": run_key(settings, export_rows), "batch_probe": run.batch_probe, "localization": run.localization,
+            "axis_probes": run.axis_probes}
 
 
-def reusable(export_info: dict[str, Any], roundtrip: RoundtripSettings, export_rows: int) -> OrtRun | None:
+def reusable(export_info: dict[str, Any], settings: Settings, export_rows: int) -> OrtRun | None:
     kept = export_info.get("ort_run")
-    if not kept or not ORT_OUTPUTS.is_file() or kept["key"] != run_key(roundtrip, export_rows):
+    if not kept or not ORT_OUTPUTS.is_file() or kept["key"] != run_key(settings, export_rows):
         return None
-    return OrtRun(tio.load_tensors(ORT_OUTPUTS), kept["batch_probe"], kept.get("localization"))
+    return OrtRun(tio.load_tensors(ORT_OUTPUTS), kept["batch_probe"], kept.get("localization"), kept.get("axis_probes"))

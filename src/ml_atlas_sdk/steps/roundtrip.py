@@ -1,12 +1,14 @@
-"""The full round-trip of the accepted model over every validation row, localized when it fails."""
+"""The full round-trip of the accepted model over every validation row, localized when it fails,
+and the accepted model at other sizes of every dynamic axis (`dynamic_axes`)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ml_atlas_sdk import axis_probe
 from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import run_check
 from ml_atlas_sdk.checks.result import Verdict
@@ -27,6 +29,7 @@ def roundtrip_model(
     export_rows: int,
     get_model: Callable[[], "torch.nn.Module"] | None = None,
     reused: rt.OrtRun | None = None,
+    hazards: Sequence[str] = (),
 ) -> tuple[StageReport, dict[str, np.ndarray]]:
     """Returns the report and ORT's outputs (for error plots).
 
@@ -34,20 +37,24 @@ def roundtrip_model(
     by it), so ORT runs over the rows once per pipeline; None runs it here. A failed verdict is
     localized with the model `get_model` returns (called only then, so a passing round-trip never
     builds it), unless the reused run comes with the export's localization of the same failure;
-    report.extra["localization"] says what was found.
+    report.extra["localization"] says what was found. The dynamic-axis probes come with the reused
+    run when the export made them; else they run here, with the model from `get_model`.
     """
     metadata, skip = settings.metadata, settings.checks.policy
-    tol, rows_per_run, localize_rows = settings.roundtrip.tolerance, settings.roundtrip.batch_size, settings.roundtrip.localize_rows
+    tol, rows_per_run, localize_rows = settings.roundtrip_tolerances, settings.roundtrip.batch_size, settings.roundtrip.localize_rows
     report = StageReport("roundtrip")
     if "roundtrip" in skip:
         report.add(run_check("roundtrip", {}, tol, skip=skip))
+        report.add(_dynamic_axes(onnx_path, inputs, settings, None, get_model, hazards, None))
         report.extra = {"localization": not_run("the roundtrip check is skipped")}
         return report, {}
     names = (metadata.input_names, metadata.output_names)
-    run = reused or rt.run_and_probe(onnx_path, inputs, canonical, names, rows_per_run, export_rows, tol, progress=True)
+    spreads = rt.spreads_of(canonical)
+    run = reused or rt.run_and_probe(onnx_path, inputs, canonical, names, rows_per_run, export_rows, tol, progress=True,
+                                     spreads=spreads)
     actual, probe, rows = run.outputs, run.batch_probe, row_count(inputs)
-    per_output = rt.compare(actual, canonical, tol)
-    result = run_check("roundtrip", per_output, tol, probe, skip=skip)
+    per_output = rt.compare(actual, canonical, tol, spreads)
+    result = run_check("roundtrip", per_output, tol, probe, hazards=hazards, skip=skip)
     localization = not_run("the round-trip passed")
     if result.verdict is Verdict.FAILED:
         if run.localization is not None:
@@ -57,11 +64,31 @@ def roundtrip_model(
         else:  # torch and the exporters' graph tools load only here, for a failure
             from ml_atlas_sdk.localize.locate import localize_failure
 
-            localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata, tol, localize_rows)
-        result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization), skip=skip)
+            localization = localize_failure(get_model, onnx_path, inputs, actual, canonical, metadata,
+                                            settings.roundtrip.tolerance, localize_rows)
+        result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization),
+                           hazards=hazards, skip=skip)
     report.add(result)
+    report.add(_dynamic_axes(onnx_path, inputs, settings, run.axis_probes, get_model, hazards, spreads))
     report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "ort_outputs_reused": reused is not None,
                       "outputs": per_output,
                       "localization_seconds": localization.get("seconds", 0.0)}
     report.extra = {"localization": localization}
     return report, actual
+
+
+def _dynamic_axes(onnx_path: Path, inputs, settings: Settings, probes: list[dict] | None,
+                  get_model: Callable[[], "torch.nn.Module"] | None, hazards: Sequence[str],
+                  spreads: dict[str, float] | None):
+    """The dynamic_axes check: the export's probes of this model when it made them, else run here."""
+    metadata, skip = settings.metadata, settings.checks.policy
+    plan = axis_probe.planned_sizes(metadata, inputs, settings.checks.axis_sizes)
+    lengths = axis_probe.data_lengths(metadata, inputs)
+    if probes is None and plan and "dynamic_axes" not in skip and get_model is not None:
+        from ml_atlas_sdk.models import eager_reference  # torch, only when the export's probes cannot be reused
+
+        print(f"[roundtrip] dynamic axes at other sizes: {', '.join(f'{a} {s}' for a, (s, _) in plan.items())}", flush=True)
+        found = axis_probe.probe_all(onnx_path, metadata, inputs, plan, settings.roundtrip_tolerances,
+                                     spreads or rt.spreads_of({}), eager_reference(get_model(), metadata), say=print)
+        probes = [p.to_dict() for p in found]
+    return run_check("dynamic_axes", probes, lengths, hazards, skip=skip)

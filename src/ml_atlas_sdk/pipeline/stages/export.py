@@ -19,8 +19,9 @@ def run_export(cfg: Settings) -> None:
     outcome, report = export_model(model, inputs, canonical, cfg, ONNX_MODEL)
     chosen = outcome.chosen
     if chosen is not None:
-        kept = ort_reuse.keep(chosen.ort_run, cfg.roundtrip, len(outcome.sample_rows)) if chosen.ort_run else None
+        kept = ort_reuse.keep(chosen.ort_run, cfg, len(outcome.sample_rows)) if chosen.ort_run else None
         write_json(EXPORT_INFO, {"accepted": outcome.accepted, "settings_used": report.extra["settings_used"],
+                                 "hazards": report.extra["hazards"],
                                  "export_sample_rows": outcome.sample_rows, "ort_run": kept})
         write_json(MODEL_SUMMARY, model_summary(model))
     finish(report)

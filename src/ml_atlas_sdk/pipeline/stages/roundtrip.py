@@ -1,5 +1,6 @@
-"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs (the model is
-built only to localize a failure)."""
+"""Stage roundtrip: ONNX Runtime outputs on val_inputs against the canonical outputs, and at other
+sizes of every dynamic axis (the model is built only when the export's runs cannot be reused: to
+probe the axes or to localize a failure)."""
 from __future__ import annotations
 
 from ml_atlas_sdk import tensors as tio
@@ -24,8 +25,9 @@ def run_roundtrip(cfg: Settings) -> None:
     canonical = tio.load_tensors(CANONICAL_OUTPUTS)
     export_info = read_export_info()
     export_rows = len(export_info["export_sample_rows"])
-    reused = ort_reuse.reusable(export_info, cfg.roundtrip, export_rows)
-    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg), reused)
+    reused = ort_reuse.reusable(export_info, cfg, export_rows)
+    report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg), reused,
+                                      export_info.get("hazards", []))
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     write_localization(PLOTS / "localization", report.extra["localization"])
     report.extra.update(headline(report.to_dict(), export_info["settings_used"]))

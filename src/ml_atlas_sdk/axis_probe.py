@@ -1,0 +1,251 @@
+"""Run the exported model at other sizes of every declared non-batch dynamic axis.
+
+Atlas builds engines whose optimization profiles span every size of a dynamic axis, but the
+validation data has one length per axis. A trace that froze `seq_len` (an unrolled loop, an
+`.item()`, `torch.tensor(x.shape[1])`) is right only there. Here each axis gets other sizes: the
+defaults (one shorter, one longer than the data's) or the sizes `checks.axis_sizes` declares.
+Probe inputs come from validation rows, so positions past the data's length hold real values:
+a row's values along the axis continue with the next rows' values (`extend_along`), then are cut
+to the size. Inputs that share an axis name change together; outputs that carry the name must
+follow it.
+
+Each size runs in a forked child (ORT, and the eager model for the reference): a native crash
+there (ONNX Runtime aborting, a model's extension segfaulting) becomes a failed probe naming the
+signal, never a dead stage without a report. The engine is torch-free unless a model is given,
+so `verify` uses it with ORT alone.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_atlas_sdk.compare import Tolerance, compare_arrays, problem, tolerance_of
+from ml_atlas_sdk.errors import AtlasInputError
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.secrets import first_line
+
+PROBE_ROWS = 4  # rows per probe: enough to mix rows, few enough that a probe costs little
+CHILD_TIMEOUT_S = 900.0  # a probe of one size; a hung child is killed and named
+
+
+@dataclass
+class SizeProbe:
+    """One axis at one size: what ran and how the outputs compared."""
+
+    axis: str
+    size: int
+    declared: bool  # from checks.axis_sizes (else a default size)
+    status: str = "ok"  # ok | mismatch | onnxruntime_error | pytorch_error | crashed | shape
+    message: str = ""
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "SizeProbe":
+        return cls(**raw)
+
+
+def data_lengths(metadata: ModelMetadata, inputs: Mapping[str, Any]) -> dict[str, list[int]]:
+    """{axis: the distinct sizes the validation data has along it} (one size when inputs agree)."""
+    return {axis: sorted({int(inputs[name].shape[dim]) for name, dim in users})
+            for axis, users in metadata.probe_axes().items()}
+
+
+def planned_sizes(metadata: ModelMetadata, inputs: Mapping[str, Any],
+                  declared: Mapping[str, list[int]]) -> dict[str, tuple[list[int], bool]]:
+    """{axis: (sizes, declared?)}: checks.axis_sizes exactly where given, else one shorter and one
+    longer than the data's length (just longer where the data's length is 1)."""
+    plan = {}
+    for axis, lengths in data_lengths(metadata, inputs).items():
+        if axis in declared:
+            plan[axis] = (sorted(set(declared[axis])), True)
+            continue
+        length = lengths[0]
+        sizes = {length + max(1, length // 2)} | ({max(1, length // 2)} if length > 1 else set())
+        plan[axis] = (sorted(sizes), False)
+    return plan
+
+
+def extend_along(values: np.ndarray, dim: int, size: int) -> np.ndarray:
+    """`values` cut or continued along `dim` to `size`: row i continues with rows i+1, i+2, ..."""
+    length = values.shape[dim]
+    if size <= length:
+        return np.take(values, range(size), axis=dim)
+    pieces = [np.roll(values, -k, axis=0) for k in range(-(-size // length))]
+    return np.take(np.concatenate(pieces, axis=dim), range(size), axis=dim)
+
+
+def probe_inputs(metadata: ModelMetadata, inputs: Mapping[str, Any], axis: str, size: int) -> dict[str, np.ndarray]:
+    """PROBE_ROWS validation rows with every input dim named `axis` at `size`."""
+    rows = min(PROBE_ROWS, next(iter(inputs.values())).shape[0])
+    feed = {name: np.ascontiguousarray(np.asarray(inputs[name])[:rows]) for name in metadata.input_names}
+    for name, dim in metadata.probe_axes()[axis]:
+        feed[name] = np.ascontiguousarray(extend_along(feed[name], dim, size))
+    return feed
+
+
+def expected_dims(metadata: ModelMetadata, axis: str, size: int) -> dict[str, dict[int, int]]:
+    """{output: {dim: size}} for the outputs that carry `axis`."""
+    found: dict[str, dict[int, int]] = {}
+    for name, dim in metadata.output_axes().get(axis, []):
+        found.setdefault(name, {})[dim] = size
+    return found
+
+
+def probe_all(
+    onnx_path: Path,
+    metadata: ModelMetadata,
+    inputs: Mapping[str, Any],
+    plan: Mapping[str, tuple[list[int], bool]],
+    tolerances: Mapping[str, Tolerance] | Tolerance | None = None,
+    spreads: Mapping[str, float] | None = None,
+    reference: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> list[SizeProbe]:
+    """Every planned size of every axis. With `reference` (the eager FP32 model's forward on a
+    feed), outputs are compared under `tolerances` (the outputs' full-data `spreads` for the
+    scale-aware rule); without it (the consumer has no model), only that ORT runs and that the
+    outputs' shapes follow the declared axes."""
+    probes = []
+    for axis, (sizes, declared) in plan.items():
+        for size in sizes:
+            started = time.perf_counter()
+            feed = probe_inputs(metadata, inputs, axis, size)
+            probe = SizeProbe(axis, size, declared)
+            try:
+                ran = run_forked(lambda: _run_one(onnx_path, metadata, feed, reference))
+            except ChildDied as exc:
+                probe.status, probe.message = "crashed", f"{exc} running {axis}={size}"
+            else:
+                _judge(probe, ran, metadata, tolerances, spreads)
+            probe.seconds = round(time.perf_counter() - started, 3)
+            if declared and probe.status == "pytorch_error":
+                raise AtlasInputError(f"checks.axis_sizes: {axis}={size}: the model's own PyTorch forward fails at this "
+                                      f"size ({ran['reference_error']}); list only sizes the model runs at")
+            say(f"  {axis}={size}{' (declared)' if declared else ''}: {probe.status}"
+                f"{': ' + probe.message if probe.message else ''}")
+            probes.append(probe)
+    return probes
+
+
+def _run_one(onnx_path, metadata, feed, reference) -> dict[str, Any]:
+    """In the child: the eager reference (if any), then ORT, each failure kept as its first line."""
+    from ml_atlas_sdk import ort_engine as rt
+
+    out: dict[str, Any] = {}
+    if reference is not None:
+        try:
+            out["reference"] = reference(feed)
+        except Exception as exc:  # the user's forward at this size; judged in the parent
+            out["reference_error"] = f"{type(exc).__name__}: {first_line(exc)}"
+            return out
+    try:
+        session = rt.cpu_session(onnx_path)
+        values = session.run(list(metadata.output_names), feed)
+    except Exception as exc:  # ORT's own error types
+        out["ort_error"] = first_line(exc)
+    else:
+        out["onnx"] = dict(zip(metadata.output_names, values))
+    return out
+
+
+def _judge(probe: SizeProbe, ran: dict[str, Any], metadata: ModelMetadata,
+           tolerances, spreads: Mapping[str, float] | None) -> None:
+    where = f"{probe.axis}={probe.size}"
+    if "reference_error" in ran:
+        probe.status = "pytorch_error"
+        probe.message = (f"PyTorch forward fails at {where}: {ran['reference_error']}; the axis is declared dynamic: "
+                         "declare it static, or list the sizes atlas will serve in checks.axis_sizes")
+        return
+    if "ort_error" in ran:
+        probe.status, probe.message = "onnxruntime_error", f"onnxruntime fails at {where}: {ran['ort_error']}"
+        return
+    onnx_out = ran["onnx"]
+    bad = [f"{name}: dim {dim} is {onnx_out[name].shape[dim] if dim < onnx_out[name].ndim else 'missing'}, "
+           f"expected {size} (declared {probe.axis!r})"
+           for name, dims in expected_dims(metadata, probe.axis, probe.size).items() for dim, size in dims.items()
+           if dim >= onnx_out[name].ndim or onnx_out[name].shape[dim] != size]
+    if bad:
+        probe.status, probe.message = "shape", f"at {where}: " + "; ".join(bad)
+        return
+    if "reference" not in ran or tolerances is None:
+        return
+    for name in metadata.output_names:
+        spread = (spreads or {}).get(name)
+        probe.outputs[name] = compare_arrays(onnx_out[name], ran["reference"][name], tolerance_of(tolerances, name), spread)
+    lines = [line for name, m in probe.outputs.items() if (line := problem(name, m, "ONNX", "PyTorch"))]
+    if lines:
+        probe.status, probe.message = "mismatch", f"at {where}: " + "; ".join(lines)
+
+
+class ChildDied(Exception):
+    """The forked child ended without a result: a native crash, a kill or a hang."""
+
+
+def run_forked(fn: Callable[[], Any], timeout: float = CHILD_TIMEOUT_S) -> Any:
+    """fn() in a forked child, its (picklable) result handed back; a Python exception in fn is
+    re-raised here. Where fork does not exist, fn runs in this process."""
+    if not hasattr(os, "fork"):
+        return fn()
+    with tempfile.TemporaryDirectory(prefix="atlas-probe-") as tmp:
+        result = Path(tmp) / "result.pickle"
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 1
+            try:
+                if "torch" in sys.modules:
+                    sys.modules["torch"].set_num_threads(1)  # the parent's OpenMP pool does not survive fork
+                outcome = ("ok", fn())
+            except BaseException as exc:  # SystemExit from user code included: a result either way
+                outcome = ("raised", exc)
+            try:
+                try:
+                    payload = pickle.dumps(outcome)
+                except Exception:  # an exception type that does not pickle: its text still does
+                    payload = pickle.dumps(("raised", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+                result.write_bytes(payload)
+                code = 0
+            finally:
+                os._exit(code)
+        status = _wait(pid, timeout)
+        if status is not None:
+            raise ChildDied(status)
+        kind, value = pickle.loads(result.read_bytes())
+    if kind == "raised":
+        raise value
+    return value
+
+
+def _wait(pid: int, timeout: float) -> str | None:
+    """None when the child exited 0, else what ended it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"the process hung for {timeout:.0f}s and was killed"
+        time.sleep(0.005)
+    if os.WIFSIGNALED(status):
+        return f"the process crashed natively ({signal.Signals(os.WTERMSIG(status)).name})"
+    code = os.WEXITSTATUS(status)
+    return None if code == 0 else f"the process exited with code {code}"
