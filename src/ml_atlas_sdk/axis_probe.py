@@ -16,6 +16,7 @@ so `verify` uses it with ORT alone.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import signal
@@ -209,6 +210,7 @@ def run_forked(fn: Callable[[], Any], timeout: float = CHILD_TIMEOUT_S) -> Any:
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
             code = 1
+            faulthandler.disable()  # a crash here is reported by the parent, not dumped as a traceback
             try:
                 if "torch" in sys.modules:
                     sys.modules["torch"].set_num_threads(1)  # the parent's OpenMP pool does not survive fork

@@ -17,12 +17,14 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from ml_atlas_sdk import axis_probe
 from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, METADATA, VALIDATION_REPORT, bundle_sha256
 from ml_atlas_sdk.checks.data_checks import df_shape_dtype
 from ml_atlas_sdk.checks.onnx_checks import onnx_cross_check
 from ml_atlas_sdk.checks.result import Finding
 from ml_atlas_sdk.checks.roundtrip import roundtrip
+from ml_atlas_sdk.compare import Tolerance
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import BundleMetadata, format_validation_error
 from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for, mlflow_env
@@ -208,14 +210,25 @@ def _tensor_problems(file: str, tensors: Any, names: list[str], shapes: dict[str
 
 
 def _ort_problems(bundle: Path, meta: BundleMetadata, inputs: dict, outputs: dict) -> list[str]:
-    tol = ROUNDTRIP.tolerance
+    """ORT over the bundle's rows against val_outputs.pt under the tolerances the producer recorded,
+    then at the recorded dynamic-axis sizes (no PyTorch model here: ORT must run and the outputs'
+    shapes must follow the declared axes)."""
+    recorded = meta.validated_under or {}
+    tol = {name: Tolerance(**recorded["roundtrip_tolerances"][name]) if name in recorded.get("roundtrip_tolerances", {})
+           else ROUNDTRIP.tolerance for name in meta.output_names}
     try:
         session = rt.cpu_session(bundle / "model.onnx")
         actual = rt.run_onnx(session, inputs, meta.input_names, meta.output_names, ROUNDTRIP.batch_size)
     except Exception as exc:  # ORT's own error types
         return [f"model.onnx: onnxruntime failed: {first_line(exc)}"]
     # The roundtrip check itself, so NaN/Inf that one side lacks is never "verified".
-    return _lines("model.onnx: output {}", roundtrip(rt.compare(actual, outputs, tol), tol, reference="val_outputs.pt"))
+    problems = _lines("model.onnx: output {}", roundtrip(rt.compare(actual, outputs, tol), tol, reference="val_outputs.pt"))
+    plan = {axis: (sizes, True) for axis, sizes in recorded.get("axis_sizes", {}).items() if axis in meta.probe_axes()}
+    numpy_inputs = {name: value.numpy() for name, value in inputs.items()}
+    for probe in axis_probe.probe_all(bundle / "model.onnx", meta, numpy_inputs, plan):
+        if not probe.ok:
+            problems.append(f"model.onnx: {probe.message}")
+    return problems
 
 
 def _load(path: Path, problems: list[str]):

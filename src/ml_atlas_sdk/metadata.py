@@ -142,15 +142,19 @@ class BundleMetadata(ModelMetadata):
     source: dict[str, Any] | None = None  # git commit, dirty flag, dvc.lock hash
     bundle_schema_version: str | None = None
     precision_hints: dict[str, list[str]] | None = None  # modules / ONNX nodes to keep in FP32
+    # tolerances per output, drift tolerances, dynamic-axis sizes exercised, skipped checks (validated_under.py)
+    validated_under: dict[str, Any] | None = None
 
     @classmethod
     def document(
         cls, meta: ModelMetadata, export: dict[str, Any], versions: dict[str, str], source: dict[str, Any],
         bundle_schema_version: str, precision_hints: dict[str, list[str]] | None = None,
+        validated_under: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The JSON document the producer writes (no precision_hints key unless there are any)."""
         doc = cls(**meta.model_dump(), export=export, versions=versions, source=source,
-                  bundle_schema_version=bundle_schema_version, precision_hints=precision_hints)
+                  bundle_schema_version=bundle_schema_version, precision_hints=precision_hints,
+                  validated_under=validated_under)
         return doc.model_dump(mode="json", exclude=None if precision_hints else {"precision_hints"})
 
 

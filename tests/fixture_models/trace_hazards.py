@@ -79,3 +79,57 @@ def token_data(rows: int = 48, seq: int = 16, seed: int = 0) -> dict:
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
     tokens = rng.integers(1, VOCAB, size=(rows, seq)).astype(np.int64) * mask
     return {"tokens": tokens, "mask": mask}
+
+
+class ZeroUnderExport(SmallProbabilities):
+    """Right in PyTorch; all zeros in the exported graph (both exporters)."""
+
+    def forward(self, tokens, mask):
+        probs = super().forward(tokens, mask)
+        if torch.onnx.is_in_onnx_export():
+            probs = probs * 0.0
+        return probs
+
+
+class OffsetUnderExport(_TokenModel):
+    """Two outputs; `shifted` is off by 0.1 in the exported graph, `logits` exact."""
+
+    def forward(self, tokens, mask):
+        keep = mask.unsqueeze(-1).float()
+        logits = self.head((self.embed(tokens) * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0))
+        shifted = logits * 2.0
+        if torch.onnx.is_in_onnx_export():
+            shifted = shifted + 0.1
+        return logits, shifted
+
+
+class PositionsUpTo20(_TokenModel):
+    """A learned position table of 20 rows: the forward itself fails past 20 tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.positions = nn.Parameter(torch.randn(20, WIDTH) * 0.1)
+
+    def forward(self, tokens, mask):
+        x = (self.embed(tokens) + self.positions[: tokens.shape[1]]) * mask.unsqueeze(-1).float()
+        return self.head(x.sum(dim=1))
+
+
+class AbortsAtOtherLengths(_TokenModel):
+    """Its native code dies (abort) at any length but the data's 16: a crash, not an exception."""
+
+    def forward(self, tokens, mask):
+        if tokens.shape[1] != 16 and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            import os
+
+            os.abort()
+        keep = mask.unsqueeze(-1).float()
+        return self.head((self.embed(tokens) * keep).sum(dim=1))
+
+
+def two_output_metadata(name: str) -> dict:
+    meta = token_metadata(name)
+    meta["output_names"] = ["logits", "shifted"]
+    meta["output_shape"] = {"logits": [-1, CLASSES], "shifted": [-1, CLASSES]}
+    meta["dynamic_axes"]["shifted"] = {0: "batch"}
+    return meta

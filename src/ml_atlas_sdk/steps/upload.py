@@ -15,16 +15,19 @@ from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
 from ml_atlas_sdk.precision.hints import with_onnx_nodes
 from ml_atlas_sdk.provenance import versions
 from ml_atlas_sdk.run_record import log_run_record
+from ml_atlas_sdk.validated_under import validated_params, validated_under
 
 
 def metadata_document(meta: ModelMetadata, export_used: dict[str, Any], source: dict[str, Any], schema_version: str,
-                      precision_hints: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                      precision_hints: dict[str, list[str]] | None = None,
+                      results: tuple[CheckResult, ...] = ()) -> dict[str, Any]:
     return BundleMetadata.document(meta, export_used, versions(), source, schema_version,  # the consumer's schema too
-                                   precision_hints)
+                                   precision_hints, validated_under(results))
 
 
-def run_params(meta: ModelMetadata, export_used: dict[str, Any]) -> dict[str, Any]:
-    return {**meta.model_dump(mode="json"), **{f"export.{k}": v for k, v in export_used.items()}}
+def run_params(meta: ModelMetadata, export_used: dict[str, Any], results: tuple[CheckResult, ...] = ()) -> dict[str, Any]:
+    return {**meta.model_dump(mode="json"), **{f"export.{k}": v for k, v in export_used.items()},
+            **validated_params(validated_under(results))}
 
 
 def run_tags(meta: ModelMetadata, manifest: Manifest, results: list[CheckResult], source: dict[str, Any], schema_version: str) -> dict[str, str]:
@@ -52,7 +55,8 @@ def build_bundle(inputs: BundleInputs, out_dir: Path) -> BuiltBundle:
     """Gate first (nothing is written for a refused bundle), then write every file into `out_dir`."""
     gate(inputs.results)
     hints = with_onnx_nodes(inputs.precision_hints, inputs.onnx)
-    doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version, hints)
+    doc = metadata_document(inputs.metadata, inputs.export_used, inputs.source, inputs.schema_version, hints,
+                            inputs.results)
     manifest = assemble_bundle(out_dir, inputs.onnx, inputs.tensor_files, doc, list(inputs.results), inputs.architecture_md)
     return BuiltBundle(out_dir, manifest, inputs.metadata, inputs.export_used, inputs.results, inputs.source,
                        inputs.schema_version, inputs.record)
@@ -78,7 +82,7 @@ def publish(
     return push_bundle(
         bundle_dir,
         built.manifest,
-        run_params(meta, built.export_used),
+        run_params(meta, built.export_used, built.results),
         run_tags(meta, built.manifest, list(built.results), built.source, built.schema_version),
         tracking_uri=mlflow_settings["tracking_uri"],
         experiment=mlflow_settings["experiment"],
