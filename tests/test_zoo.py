@@ -103,6 +103,12 @@ def test_sdk_door_pushes_a_verified_bundle(case, store):
     assert (params["export.escalation_step"], params["export.model_opset"]) == (
         str(case.escalation_step), str(case.model_opset))
     assert {n: tags[f"atlas.check.{n}"] for n in case.expected()} == case.expected()
+    if case.expected()["dynamic_axes"] == "passed":  # exercised at sizes other than the data's, on record
+        lengths = {dim: case.inputs()[name].shape[axis] for dim, users in ModelMetadata(**case.metadata).probe_axes().items()
+                   for name, axis in users}
+        sizes = {key.removeprefix("checks.axis_sizes."): value for key, value in params.items()
+                 if key.startswith("checks.axis_sizes.")}
+        assert set(sizes) == set(lengths) and all(str(lengths[a]) not in v.split(",") for a, v in sizes.items()), sizes
     assert verify(run_id, store) == []
 
 

@@ -18,10 +18,13 @@ EXPORT_BATCH = 32  # fewer than ROWS: the export sample is chosen, and invarianc
 # Every case passes these; `ZooCase.verdicts` adds or overrides per case. No zoo model warns on
 # precision: their activations stay within a few units (LayerNorm, scaled attention) and a CPU
 # half-precision run of each matches FP32 within precision.fp16_rtol/atol; no case has calibration.
+# dynamic_axes passes on every model with a non-batch dynamic input axis, at sizes other than the
+# data's; it is skipped (nothing to probe) where `NO_SEQ_AXIS` says so.
 PASSING = {"df_shape_dtype": "passed", "nan_inf": "passed", "calib_sample_count": "skipped",
-           "roundtrip": "passed", "onnx_cross_check": "passed", "sample_invariance": "passed",
+           "roundtrip": "passed", "dynamic_axes": "passed", "onnx_cross_check": "passed", "sample_invariance": "passed",
            "forward_scan": "passed", "drift": "skipped",
            "fp16_range": "passed", "fp16_roundtrip": "passed", "int8_calibration_coverage": "skipped"}
+NO_SEQ_AXIS = {"dynamic_axes": "skipped"}
 LAYOUTS = ("tensor", "fixed_list", "list", "scalar")
 
 
@@ -155,6 +158,7 @@ CASES = [
          "onnx_opset": 17, "architecture": "vit", "task_type": "image-classification"},
         lambda rng: {"pixel_values": rng.normal(size=(ROWS, 3, 16, 16))},  # float64 cells
         {"pixel_values": "tensor"},
+        verdicts=NO_SEQ_AXIS,
     ),
     ZooCase(
         "torch_encoder", "torch_encoder",
@@ -165,6 +169,7 @@ CASES = [
          "input_dtypes": {"x": "float32"}},
         lambda rng: {"x": rng.normal(size=(ROWS, 10, 32)).astype(np.float32)},
         {"x": "fixed_list"},
+        verdicts=NO_SEQ_AXIS,
         # In eval mode torch runs the fused aten::_transformer_encoder_layer_fwd, which TorchScript
         # cannot export: only the ladder's dynamo step can.
         escalation_step=5, model_opset=18,
@@ -189,6 +194,7 @@ CASES = [
          "input_dtypes": {"tokens": "int32"}},  # the graph itself takes int32 token ids
         lambda rng: {"tokens": _tokens(rng, ROWS, 12, np.int32)},
         {"tokens": "fixed_list"},
+        verdicts=NO_SEQ_AXIS,
     ),
     ZooCase(
         "bag_ranker", "bag_ranker",
@@ -202,6 +208,7 @@ CASES = [
                      "age": rng.uniform(18, 80, ROWS) / 100.0, "dense": rng.normal(size=(ROWS, 3))},
         {"item_ids": "fixed_list", "country": "scalar", "age": "scalar", "dense": "list"},
         with_outputs=True,
+        verdicts=NO_SEQ_AXIS,
     ),
     ZooCase(
         "convnet", "convnet",
@@ -212,6 +219,29 @@ CASES = [
         lambda rng: {"image": rng.normal(size=(ROWS, 1, 16, 16)).astype(np.float32)},
         {"image": "tensor"},
         with_outputs=True,
+        verdicts=NO_SEQ_AXIS,
+    ),
+]
+CASES += [
+    ZooCase(
+        "t5", "t5",
+        {"model_name": "zoo_t5", "input_names": ["input_ids", "attention_mask", "decoder_input_ids"],
+         "output_names": ["logits"],
+         "input_shapes": {"input_ids": [-1, -1], "attention_mask": [-1, -1], "decoder_input_ids": [-1, -1]},
+         "output_shape": {"logits": [-1, -1, models.VOCAB]},
+         "dynamic_axes": {"input_ids": {0: "batch", 1: "src_len"}, "attention_mask": {0: "batch", 1: "src_len"},
+                          "decoder_input_ids": {0: "batch", 1: "tgt_len"}, "logits": {0: "batch", 1: "tgt_len"}},
+         "onnx_opset": 17, "architecture": "t5-encoder-decoder", "task_type": "seq2seq"},
+        lambda rng: {"input_ids": _tokens(rng, ROWS, 12), "attention_mask": _padding_mask(rng, ROWS, 12),
+                     "decoder_input_ids": _tokens(rng, ROWS, 6)},
+        {"input_ids": "list", "attention_mask": "fixed_list", "decoder_input_ids": "tensor"},
+    ),
+    ZooCase(
+        "llama", "llama",
+        _text_meta("zoo_llama", ["input_ids", "attention_mask"], "llama-decoder", "causal-lm",
+                   [-1, -1, models.VOCAB], {0: "batch", 1: "seq"}),
+        lambda rng: {"input_ids": _tokens(rng, ROWS, SEQ), "attention_mask": _padding_mask(rng, ROWS, SEQ)},
+        {"input_ids": "fixed_list", "attention_mask": "list"},
     ),
 ]
 BY_NAME = {c.name: c for c in CASES}

@@ -56,6 +56,37 @@ class GPT2NoMask(GPT2LM):
         return super().forward(input_ids)
 
 
+class T5Seq2Seq(nn.Module):
+    """An encoder-decoder: two dynamic sequence axes (source and target lengths) that change apart."""
+
+    def __init__(self, attn: str | None = "eager"):
+        super().__init__()
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        config = _hf_config(T5Config, attn, vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                            decoder_start_token_id=0, use_cache=False)
+        self.t5 = T5ForConditionalGeneration(config)
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        return self.t5(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                       use_cache=False).logits
+
+
+class LlamaLM(nn.Module):
+    """A decoder with rotary position embeddings and grouped-query attention."""
+
+    def __init__(self, attn: str | None = "eager"):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = _hf_config(LlamaConfig, attn, vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, use_cache=False)
+        self.llama = LlamaForCausalLM(config)
+
+    def forward(self, input_ids, attention_mask):
+        return self.llama(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
 class ViTClassifier(nn.Module):
     def __init__(self, attn: str | None = None):
         super().__init__()
@@ -145,7 +176,7 @@ class ConvNet(nn.Module):
 _FAMILIES = {
     "bert": BertClassifier, "gpt2_mask": GPT2LM, "gpt2_nomask": GPT2NoMask, "vit": ViTClassifier,
     "torch_encoder": TorchEncoder, "lstm": LSTMTagger, "gru": GRUClassifier, "bag_ranker": BagRanker,
-    "bag_ranker_dict": BagRankerDict, "convnet": ConvNet,
+    "bag_ranker_dict": BagRankerDict, "convnet": ConvNet, "t5": T5Seq2Seq, "llama": LlamaLM,
 }
 
 
