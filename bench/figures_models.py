@@ -35,6 +35,41 @@ for dynamo in (False, True):
 print(json.dumps(out))
 """
 
+# Child process: one zoo model's TorchScript export, then its round-trip work (ORT over every row and
+# the batch-size probe, as the roundtrip stage runs it) and the dynamic_axes probes (forked child,
+# ORT and the eager model at a shorter and a longer size of each axis); prints both in seconds.
+_AXES = """
+import json, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from zoo.cases import BY_NAME, _as_model_input
+from ml_atlas_sdk import axis_probe, ort_engine as rt
+from ml_atlas_sdk.export.attempt import export_onnx
+from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.models import eager_reference, run_canonical
+from ml_atlas_sdk.settings import ExportSettings, RoundtripSettings
+case, rows = BY_NAME[sys.argv[2]], int(sys.argv[3])
+meta = ModelMetadata(**case.metadata)
+inputs = {n: _as_model_input(np.resize(v, (rows, *v.shape[1:])), case.metadata, n) for n, v in case.inputs().items()}
+model = case.model()
+canonical = run_canonical(model, inputs, meta.input_names, meta.output_names, 256, progress=False)
+tol = RoundtripSettings().tolerances_for(meta.output_names)
+with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "model.onnx"
+    export_onnx(model, {n: v[:32] for n, v in inputs.items()}, meta, ExportSettings(batch_size=32), path)
+    numpy_inputs = {n: v.numpy() for n, v in inputs.items()}
+    start = time.perf_counter()
+    run = rt.run_and_probe(path, numpy_inputs, canonical, (meta.input_names, meta.output_names), 256, 32, tol)
+    rt.compare(run.outputs, canonical, tol)
+    roundtrip = time.perf_counter() - start
+    start = time.perf_counter()
+    plan = axis_probe.planned_sizes(meta, numpy_inputs, {})
+    probes = axis_probe.probe_all(path, meta, numpy_inputs, plan, tol, rt.spreads_of(canonical), eager_reference(model, meta))
+    axes = time.perf_counter() - start
+print(json.dumps({"roundtrip": roundtrip, "axes": axes, "ok": all(p.ok for p in probes), "sizes": len(probes)}))
+"""
+
 _BIG_MODEL = """
 import torch
 
@@ -69,6 +104,27 @@ def export_figures(quick: bool) -> list[Figure]:
                 continue
             figures.append(reported(f"export {name}: dynamo / torchscript", secs["dynamo"] / secs["torchscript"], "x",
                                     note=f"{secs['torchscript']:.1f} s vs {secs['dynamo']:.1f} s"))
+    return figures
+
+
+AXES_ROWS = 2000  # validation rows of a real model's data (the zoo's 96 rows are reported beside)
+
+
+def dynamic_axes_figures(quick: bool) -> list[Figure]:
+    """The dynamic_axes check's cost per zoo model with a dynamic sequence axis, as a share of the
+    roundtrip stage's own work on the same export: target <= 0.5x at AXES_ROWS rows. The probes
+    cost the same whatever the rows (4 rows per size, in one forked child with its own ORT
+    session); at the zoo's 96 rows both sides are mostly fixed costs (fork, ORT session), reported."""
+    names = ("lstm",) if quick else ("bert", "gpt2_mask", "lstm", "t5", "llama")
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-axes-") as tmp:
+        for name in names:
+            for rows in ((96,) if quick else (96, AXES_ROWS)):
+                secs = json.loads(measure(python(_AXES, str(REPO / "tests"), name, str(rows)), Path(tmp)).stdout)
+                label, ratio = f"dynamic_axes {name} x{rows}: probes / roundtrip", secs["axes"] / secs["roundtrip"]
+                note = f"{secs['axes']:.2f} s vs {secs['roundtrip']:.2f} s, {secs['sizes']} sizes" + (
+                    "" if secs["ok"] else ", FAILED")
+                figures.append(at_most(label, ratio, 0.5, note=note) if rows == AXES_ROWS else reported(label, ratio, "x", note))
     return figures
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 from figures_data import memory_figures, tensorize_figures
-from figures_models import big_model_figures, export_figures
+from figures_models import big_model_figures, dynamic_axes_figures, export_figures
 from figures_pipeline import experiment_figures, pipeline_figures
 from measure import cpu_count
 
@@ -25,6 +25,7 @@ SECTIONS = {
     "big_model": big_model_figures,  # 5
     "experiments": experiment_figures,  # 6
     "export": export_figures,  # 7
+    "dynamic_axes": dynamic_axes_figures,  # 8
 }
 
 

@@ -124,26 +124,31 @@ def probe_all(
     feed), outputs are compared under `tolerances` (the outputs' full-data `spreads` for the
     scale-aware rule); without it (the consumer has no model), only that ORT runs and that the
     outputs' shapes follow the declared axes."""
-    probes = []
-    for axis, (sizes, declared) in plan.items():
-        for size in sizes:
-            started = time.perf_counter()
-            feed = probe_inputs(metadata, inputs, axis, size)
+    todo = [(axis, size, declared) for axis, (sizes, declared) in plan.items() for size in sizes]
+    feeds = [probe_inputs(metadata, inputs, axis, size) for axis, size, _ in todo]
+    probes: list[SizeProbe] = []
+    while len(probes) < len(todo):  # one child for every size left; a crash ends it at one size
+        first = len(probes)
+        started = time.perf_counter()
+        ran, died = run_forked_each([lambda feed=feed: _run_one(onnx_path, metadata, feed, reference)
+                                     for feed in feeds[first:]])
+        for (axis, size, declared), outcome in zip(todo[first:], ran + ([None] if died else [])):
             probe = SizeProbe(axis, size, declared)
-            try:
-                ran = run_forked(lambda: _run_one(onnx_path, metadata, feed, reference))
-            except ChildDied as exc:
-                probe.status, probe.message = "crashed", f"{exc} running {axis}={size}"
+            if outcome is None:
+                probe.status, probe.message = "crashed", f"{died} running {axis}={size}"
             else:
-                _judge(probe, ran, metadata, tolerances, spreads)
-            probe.seconds = round(time.perf_counter() - started, 3)
+                _judge(probe, outcome, metadata, tolerances, spreads)
+            probe.seconds = round((time.perf_counter() - started) / max(1, len(ran)), 3)
             if declared and probe.status == "pytorch_error":
                 raise AtlasInputError(f"checks.axis_sizes: {axis}={size}: the model's own PyTorch forward fails at this "
-                                      f"size ({ran['reference_error']}); list only sizes the model runs at")
+                                      f"size ({outcome['reference_error']}); list only sizes the model runs at")
             say(f"  {axis}={size}{' (declared)' if declared else ''}: {probe.status}"
                 f"{': ' + probe.message if probe.message else ''}")
             probes.append(probe)
     return probes
+
+
+_SESSIONS: dict[str, Any] = {}  # in the child: one ORT session for every size
 
 
 def _run_one(onnx_path, metadata, feed, reference) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def _run_one(onnx_path, metadata, feed, reference) -> dict[str, Any]:
             out["reference_error"] = f"{type(exc).__name__}: {first_line(exc)}"
             return out
     try:
-        session = rt.cpu_session(onnx_path)
+        session = _SESSIONS.get(str(onnx_path)) or _SESSIONS.setdefault(str(onnx_path), rt.cpu_session(onnx_path))
         values = session.run(list(metadata.output_names), feed)
     except Exception as exc:  # ORT's own error types
         out["ort_error"] = first_line(exc)
@@ -200,39 +205,46 @@ class ChildDied(Exception):
     """The forked child ended without a result: a native crash, a kill or a hang."""
 
 
-def run_forked(fn: Callable[[], Any], timeout: float = CHILD_TIMEOUT_S) -> Any:
-    """fn() in a forked child, its (picklable) result handed back; a Python exception in fn is
-    re-raised here. Where fork does not exist, fn runs in this process."""
+def run_forked_each(calls: list[Callable[[], Any]], timeout: float = CHILD_TIMEOUT_S) -> tuple[list[Any], str | None]:
+    """Each call in one forked child, in order; returns the results of those that finished and, if
+    the child died on the next one (a native crash, a kill, a hang), what ended it. A Python
+    exception in a call is re-raised here. Where fork does not exist, the calls run in this process."""
     if not hasattr(os, "fork"):
-        return fn()
+        return [call() for call in calls], None
     with tempfile.TemporaryDirectory(prefix="atlas-probe-") as tmp:
-        result = Path(tmp) / "result.pickle"
+        results = Path(tmp)
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
-            code = 1
             faulthandler.disable()  # a crash here is reported by the parent, not dumped as a traceback
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(1)  # the parent's OpenMP pool does not survive fork
+            code = 1
             try:
-                if "torch" in sys.modules:
-                    sys.modules["torch"].set_num_threads(1)  # the parent's OpenMP pool does not survive fork
-                outcome = ("ok", fn())
-            except BaseException as exc:  # SystemExit from user code included: a result either way
-                outcome = ("raised", exc)
-            try:
-                try:
-                    payload = pickle.dumps(outcome)
-                except Exception:  # an exception type that does not pickle: its text still does
-                    payload = pickle.dumps(("raised", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
-                result.write_bytes(payload)
+                for index, call in enumerate(calls):
+                    try:
+                        outcome = ("ok", call())
+                    except BaseException as exc:  # SystemExit from user code included: a result either way
+                        outcome = ("raised", exc)
+                    try:
+                        payload = pickle.dumps(outcome)
+                    except Exception:  # an exception type that does not pickle: its text still does
+                        payload = pickle.dumps(("raised", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+                    (results / f"{index}.part").write_bytes(payload)
+                    (results / f"{index}.part").rename(results / f"{index}.pickle")
                 code = 0
             finally:
                 os._exit(code)
-        status = _wait(pid, timeout)
-        if status is not None:
-            raise ChildDied(status)
-        kind, value = pickle.loads(result.read_bytes())
-    if kind == "raised":
-        raise value
-    return value
+        died = _wait(pid, timeout)
+        done = []
+        for index in range(len(calls)):
+            path = results / f"{index}.pickle"
+            if not path.is_file():
+                break
+            kind, value = pickle.loads(path.read_bytes())
+            if kind == "raised":
+                raise value
+            done.append(value)
+    return done, (died or "the process ended early") if len(done) < len(calls) else None
 
 
 def _wait(pid: int, timeout: float) -> str | None:
