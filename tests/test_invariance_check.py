@@ -1,10 +1,12 @@
 """sample_invariance on real exports: stable graphs pass, sample-dependent control flow warns."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from ml_atlas_sdk.checks import SkipPolicy
+from ml_atlas_sdk.export.attempt import export_onnx
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.steps.invariance import invariance_step
@@ -51,3 +53,15 @@ def test_stable_model_gives_identical_hashes(tmp_path):
 def test_skipped_by_configuration(tmp_path):
     report = invariance_step(Branchy(), _inputs(), META, ExportSettings(batch_size=8), SkipPolicy(["sample_invariance"]), tmp_path)
     assert report.checks[0].verdict.value == "skipped"
+
+
+@pytest.mark.parametrize("model, verdict", [(Branchy(), "warned"), (Stable(), "passed")])
+def test_the_accepted_export_is_one_of_the_two_graphs(model, verdict, tmp_path):
+    """Traced on the positive rows and reused as slice a: one export here, the negative rows are slice b."""
+    accepted = tmp_path / "accepted" / "model.onnx"
+    export_onnx(model, {"x": _inputs()["x"][:8]}, META, ExportSettings(batch_size=8), accepted)
+    report = invariance_step(model, _inputs(), META, ExportSettings(batch_size=8), SkipPolicy([]), tmp_path / "work",
+                             (accepted, list(range(8))))
+    (result,) = report.checks
+    assert result.verdict.value == verdict and report.metrics["exports"] == 1
+    assert not (tmp_path / "work" / "a").exists() and (tmp_path / "work" / "b" / "model.onnx").is_file()

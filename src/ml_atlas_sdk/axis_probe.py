@@ -58,10 +58,6 @@ class SizeProbe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "SizeProbe":
-        return cls(**raw)
-
 
 def data_lengths(metadata: ModelMetadata, inputs: Mapping[str, Any]) -> dict[str, list[int]]:
     """{axis: the distinct sizes the validation data has along it} (one size when inputs agree)."""
@@ -163,7 +159,9 @@ def _run_one(onnx_path, metadata, feed, reference) -> dict[str, Any]:
             out["reference_error"] = f"{type(exc).__name__}: {first_line(exc)}"
             return out
     try:
-        session = _SESSIONS.get(str(onnx_path)) or _SESSIONS.setdefault(str(onnx_path), rt.cpu_session(onnx_path))
+        if str(onnx_path) not in _SESSIONS:
+            _SESSIONS[str(onnx_path)] = rt.cpu_session(onnx_path, probe=True)
+        session = _SESSIONS[str(onnx_path)]
         values = session.run(list(metadata.output_names), feed)
     except Exception as exc:  # ORT's own error types
         out["ort_error"] = first_line(exc)

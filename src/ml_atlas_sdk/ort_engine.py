@@ -28,9 +28,15 @@ Tolerances = Tolerance | Mapping[str, Tolerance]
 ONNX, PYTORCH = "ONNX", "PyTorch"
 
 
-def cpu_session(onnx_path: str | Path) -> ort.InferenceSession:
+def cpu_session(onnx_path: str | Path, probe: bool = False) -> ort.InferenceSession:
+    """`probe`: for a few rows in a forked child (the dynamic-axis probes): one thread (the child has
+    no pool threads of its parent's to wait on) and no graph rewrites, which cost more than a few
+    rows and change no value; the graph as exported is what runs."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # ORT's warnings are about graph rewrites, not about the user
+    if probe:
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 

@@ -166,7 +166,8 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
                                                      lambda: bundle.model, outcome.chosen.ort_run,
                                                      export_report.extra["hazards"])
     roundtrip_report.stop().print_summary()
-    invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance")
+    invariance_report = invariance_step(bundle.model, inputs, meta, outcome.chosen.settings, skip, work / "invariance",
+                                        (onnx_path, outcome.sample_rows))
     invariance_report.stop().print_summary()
     drift_report = drift_step(tensorized.tensors.get(VAL_OUTPUTS_USER), canonical, settings.drift.tolerance_mse,
                               settings.drift.tolerance_max_abs, skip)

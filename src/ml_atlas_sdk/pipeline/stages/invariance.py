@@ -8,16 +8,18 @@ from ml_atlas_sdk import tensors as tio
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.models import load_model
 from ml_atlas_sdk.pipeline.outputs import begin, finish, read_export_info
-from ml_atlas_sdk.pipeline.paths import VAL_INPUTS_FILE
+from ml_atlas_sdk.pipeline.paths import ONNX_MODEL, VAL_INPUTS_FILE
 from ml_atlas_sdk.settings import Settings
 from ml_atlas_sdk.steps.invariance import invariance_step
 
 
 def run_invariance(cfg: Settings) -> None:
     begin("invariance")
-    settings = ExportSettings.from_used(read_export_info()["settings_used"])
+    export_info = read_export_info()
+    settings = ExportSettings.from_used(export_info["settings_used"])
     model = load_model(cfg.model)
     inputs = tio.load_tensors(VAL_INPUTS_FILE, writable=True)
     with tempfile.TemporaryDirectory(prefix="atlas-invariance-") as work:
-        report = invariance_step(model, inputs, cfg.metadata, settings, cfg.checks.policy, Path(work))
+        report = invariance_step(model, inputs, cfg.metadata, settings, cfg.checks.policy, Path(work),
+                                 (ONNX_MODEL, export_info["export_sample_rows"]))
     finish(report)
