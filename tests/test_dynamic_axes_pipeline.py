@@ -68,6 +68,8 @@ def test_pipeline_refuses_frozen_and_zeroed_exports_and_pushes_what_dynamo_gets_
     upload = _report(project, "upload")
     uri = f"sqlite:///{project / 'mlflow.db'}"
     pushed = MlflowClient(uri).get_run(upload["run_id"]).data
+    assert 0 <= pushed.metrics["dynamic_axes.seq_len.24.tol_usage"] < 1  # how close each size came to failing
+    assert _report(project, "roundtrip")["metrics"]["dynamic_axes"].keys() == {"seq_len=8", "seq_len=24"}
     assert pushed.params["export.escalation_step"] == "5" and pushed.params["export.dynamo"] == "true"
     assert pushed.params["checks.axis_sizes.seq_len"] == "8,24" and pushed.tags["atlas.check.dynamic_axes"] == "passed"
     verified = run([sys.executable, "-m", "ml_atlas_sdk.cli", "verify", upload["run_id"], "--tracking-uri", uri], project)

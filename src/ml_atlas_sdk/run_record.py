@@ -20,7 +20,7 @@ from ml_atlas_sdk.compare import CHUNK_ELEMENTS, worst
 
 PLOTS_DIR = "plots"  # beside atlas/ in the run's artifacts
 NOTE_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
-ROUNDTRIP_FIGURES = ("max_abs_err", "mean_abs_err", "frac_out_of_tol", "tol_usage")
+ROUNDTRIP_FIGURES = ("max_abs_err", "mean_abs_err", "frac_out_of_tol", "tol_usage", "nrmse")
 QUANTILES = np.linspace(0.0, 1.0, 101)
 _NOT_IN_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow's metric-name alphabet
 
@@ -108,6 +108,8 @@ def run_metrics(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     for output, figures in roundtrip.get("outputs", {}).items():
         for figure in ROUNDTRIP_FIGURES:
             _put(metrics, f"roundtrip.{output}.{figure}", figures.get(figure))
+    for size, usage in roundtrip.get("dynamic_axes", {}).items():  # "seq_len=24" -> worst tol_usage there
+        _put(metrics, f"dynamic_axes.{size.replace('=', '.')}.tol_usage", usage)
     for output, figures in reports.get("drift", {}).get("metrics", {}).items():
         for figure, value in figures.items() if isinstance(figures, Mapping) else ():
             _put(metrics, f"drift.{output}.{figure}", value)

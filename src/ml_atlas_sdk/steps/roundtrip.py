@@ -69,9 +69,9 @@ def roundtrip_model(
         result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization),
                            hazards=hazards, skip=skip)
     report.add(result)
-    report.add(_dynamic_axes(onnx_path, inputs, settings, run.axis_probes, get_model, hazards, spreads))
+    axes = report.add(_dynamic_axes(onnx_path, inputs, settings, run.axis_probes, get_model, hazards, spreads))
     report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "ort_outputs_reused": reused is not None,
-                      "outputs": per_output,
+                      "outputs": per_output, "dynamic_axes": axis_usage(axes.details.get("probes", [])),
                       "localization_seconds": localization.get("seconds", 0.0)}
     report.extra = {"localization": localization}
     return report, actual
@@ -92,3 +92,13 @@ def _dynamic_axes(onnx_path: Path, inputs, settings: Settings, probes: list[dict
                                      spreads or rt.spreads_of({}), eager_reference(get_model(), metadata), say=print)
         probes = [p.to_dict() for p in found]
     return run_check("dynamic_axes", probes, lengths, hazards, skip=skip)
+
+
+def axis_usage(probes: Sequence[dict]) -> dict[str, float]:
+    """{"<axis>=<size>": the worst output's tol_usage there} (inf where ORT or the shapes failed):
+    how close each exercised size is to failing, for `dvc exp show` and the run's metrics."""
+    usage = {}
+    for p in probes:
+        figures = [m.get("tol_usage", 0.0) for m in p.get("outputs", {}).values()]
+        usage[f"{p['axis']}={p['size']}"] = max(figures, default=0.0) if p["status"] in ("ok", "mismatch") else float("inf")
+    return usage
