@@ -9,7 +9,7 @@ from conftest import REPO_ROOT, run
 
 FIGURE = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<value>-?[\d.]+(e[-+]?\d+)?(x| s|))(\s.*)?$")
 EXPECTED = {
-    "tensorize": 3, "pipeline": 8, "memory": 4, "big_model": 2, "experiments": 1, "export": 1,
+    "tensorize": 3, "pipeline": 8, "memory": 4, "big_model": 2, "experiments": 1, "export": 1, "dynamic_axes": 1,
 }
 
 

@@ -49,7 +49,6 @@ class SizeProbe:
     status: str = "ok"  # ok | mismatch | onnxruntime_error | pytorch_error | crashed | shape
     message: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -125,7 +124,6 @@ def probe_all(
     probes: list[SizeProbe] = []
     while len(probes) < len(todo):  # one child for every size left; a crash ends it at one size
         first = len(probes)
-        started = time.perf_counter()
         ran, died = run_forked_each([lambda feed=feed: _run_one(onnx_path, metadata, feed, reference)
                                      for feed in feeds[first:]])
         for (axis, size, declared), outcome in zip(todo[first:], ran + ([None] if died else [])):
@@ -134,7 +132,6 @@ def probe_all(
                 probe.status, probe.message = "crashed", f"{died} running {axis}={size}"
             else:
                 _judge(probe, outcome, metadata, tolerances, spreads)
-            probe.seconds = round((time.perf_counter() - started) / max(1, len(ran)), 3)
             if declared and probe.status == "pytorch_error":
                 raise AtlasInputError(f"checks.axis_sizes: {axis}={size}: the model's own PyTorch forward fails at this "
                                       f"size ({outcome['reference_error']}); list only sizes the model runs at")
