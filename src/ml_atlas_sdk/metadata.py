@@ -1,6 +1,7 @@
 """ModelMetadata: the I/O contract atlas builds engines from, validated up front."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -12,6 +13,20 @@ from ml_atlas_sdk.provenance import distribution_version
 MIN_OPSET = 17
 
 DynamicAxes = dict[str, dict[int, str] | list[int]]
+
+# Names become ONNX value names, file names (roundtrip/drift plot CSVs, tensor keys) and MLflow
+# keys (params, metrics `roundtrip.<output>.*`): the intersection of what those allow, so a name
+# can never escape a folder or fail late at MLflow's key check after a run was created.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.\- ]{1,200}")
+NAME_RULE = ("names become ONNX value names, file names and MLflow keys: 1-200 of letters, digits, '_', '-', '.' "
+             "and spaces, not '.' or '..' (no '/', '\\', NUL, newline or other characters)")
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` is not a safe input, output, model or axis name (None: it is)."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name.strip(" ") in (".", "..", ""):
+        return f"{name!r} is not a safe name ({NAME_RULE})"
+    return None
 
 
 class ModelMetadata(BaseModel):
@@ -30,6 +45,28 @@ class ModelMetadata(BaseModel):
     task_type: str = ""
     input_dtypes: dict[str, str] | None = None
     torch_version: str = Field(default_factory=lambda: distribution_version("torch") or "")  # no torch import
+
+    def __init__(self, **data: Any):
+        # Built by hand in a notebook (the SDK door): one line naming the field, not pydantic's block.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise AtlasInputError(format_validation_error(exc, type(self).__name__)) from None
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_safe(cls, v: str) -> str:
+        if problem := name_problem(v):
+            raise ValueError(problem)
+        return v
+
+    @field_validator("input_names", "output_names")
+    @classmethod
+    def _names_safe(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if problem := name_problem(name):
+                raise ValueError(problem)
+        return names
 
     @field_validator("onnx_opset")
     @classmethod
@@ -78,6 +115,9 @@ class ModelMetadata(BaseModel):
         shapes = {**self.input_shapes, **self.output_shape}
         for name in io_names:
             axes = self.axes_of(name)
+            for axis, dim in axes.items():
+                if problem := name_problem(dim):
+                    raise ValueError(f"dynamic_axes[{name!r}][{axis}]: {problem}")
             if 0 not in axes:
                 raise ValueError(f"dynamic_axes[{name!r}] must list axis 0 (the batch axis); got {sorted(axes)}")
             shape = shapes[name]
