@@ -1,7 +1,10 @@
 """ModelMetadata: the I/O contract atlas builds engines from, validated up front."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,8 +21,21 @@ DynamicAxes = dict[str, dict[int, str] | list[int]]
 # keys (params, metrics `roundtrip.<output>.*`): the intersection of what those allow, so a name
 # can never escape a folder or fail late at MLflow's key check after a run was created.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.\- ]{1,200}")
-NAME_RULE = ("names become ONNX value names, file names and MLflow keys: 1-200 of letters, digits, '_', '-', '.' "
-             "and spaces, not '.' or '..' (no '/', '\\', NUL, newline or other characters)")
+NAME_RULE = ("names become ONNX value names, file names and MLflow keys: 1-200 letters, digits, '_', '-', '.' "
+             "or spaces, and not '.' or '..'")
+
+
+_IN_SCHEMA: contextvars.ContextVar[bool] = contextvars.ContextVar("atlas_metadata_in_schema", default=False)
+
+
+@contextlib.contextmanager
+def in_schema() -> Iterator[None]:
+    """ModelMetadata validated as part of a larger schema: keep pydantic's errors (see __init__)."""
+    token = _IN_SCHEMA.set(True)
+    try:
+        yield
+    finally:
+        _IN_SCHEMA.reset(token)
 
 
 def name_problem(name: object) -> str | None:
@@ -34,7 +50,7 @@ class ModelMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    model_name: str = Field(min_length=1)
+    model_name: str  # non-empty and safe: _model_name_safe
     input_names: list[str] = Field(min_length=1)
     output_names: list[str] = Field(min_length=1)
     input_shapes: dict[str, list[int]]
@@ -48,10 +64,15 @@ class ModelMetadata(BaseModel):
 
     def __init__(self, **data: Any):
         # Built by hand in a notebook (the SDK door): one line naming the field, not pydantic's block.
+        # Validated inside a schema (Settings' `metadata`, from_config), pydantic also runs this
+        # __init__; there its own error must pass through, so the schema's lines name `metadata.<field>`.
+        if _IN_SCHEMA.get() or type(self) is not ModelMetadata:
+            super().__init__(**data)
+            return
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise AtlasInputError(format_validation_error(exc, type(self).__name__)) from None
+            raise AtlasInputError(format_validation_error(exc, "ModelMetadata")) from None
 
     @field_validator("model_name")
     @classmethod
@@ -147,7 +168,8 @@ class ModelMetadata(BaseModel):
     def from_config(cls, raw: dict[str, Any], where: str = "metadata") -> "ModelMetadata":
         """Build from a plain dict, turning validation errors into one readable line."""
         try:
-            return cls.model_validate(raw)
+            with in_schema():
+                return cls.model_validate(raw)
         except ValidationError as exc:
             raise AtlasInputError(format_validation_error(exc, where)) from None
 

@@ -141,7 +141,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     settings = settings or settings_of(bundle)
     meta = settings.metadata
     skip = settings.checks.policy
-    tables = {stem: (tio.frame_to_table(df), sdk_argument(key)) for key, stem in DATA_FILES.items()
+    tables = {stem: (tio.frame_to_table(df, sdk_argument(key)), sdk_argument(key)) for key, stem in DATA_FILES.items()
               if (df := getattr(bundle, sdk_argument(key))) is not None}
     tensorized = tensorize(tables, meta, skip, settings.checks.calib_min_rows)
     tensorized.report.stop().print_summary()
