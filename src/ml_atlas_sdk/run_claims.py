@@ -100,7 +100,7 @@ def claim_or_reuse(client, experiment_id: str, manifest: Manifest, manifest_size
             if live[0] not in waited:
                 waited.add(live[0])
                 say(f"waiting for run {live[0]}: another upload of bundle {sha[:12]} is in progress "
-                    f"(up to {WAIT_FOR_RIVAL_S / 60:.0f} min)")
+                    f"(waiting up to {WAIT_FOR_RIVAL_S:.0f} s)")
             if time.monotonic() > deadline:
                 raise AtlasBundleError(f"bundle {sha[:12]}: another upload (run {live[0]}) is still running; try again later")
             time.sleep(POLL_S)
