@@ -103,3 +103,10 @@ def test_duplicated_column_is_one_line_in_the_sdk(tmp_path):
     assert str(caught.value) == ("val_inputs_df: column name(s) ['dense'] appear more than once; "
                                  "each input needs exactly one column")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unsafe_names_in_a_metadata_dict_are_refused_by_the_bundle():
+    raw = _with_name(demo_metadata().model_dump(mode="json", exclude={"torch_version"}), "output_names", "/etc/abs")
+    with pytest.raises(AtlasInputError) as caught:
+        AtlasArtifactBundle(model=demo_model(), metadata=raw, val_inputs_df=demo_frame("val_inputs"))
+    assert str(caught.value).startswith("AtlasArtifactBundle.metadata.output_names: '/etc/abs' " + RULE)

@@ -22,7 +22,7 @@ from ml_atlas_sdk.build import (
 )
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.metadata import ModelMetadata, in_schema
 from ml_atlas_sdk.models import model_summary
 from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.provenance import source_info
@@ -68,7 +68,8 @@ class AtlasArtifactBundle(BaseModel):
 
     def __init__(self, **data: Any):
         try:
-            super().__init__(**data)
+            with in_schema():  # a metadata dict's errors named `metadata.<field>`, as in the pipeline
+                super().__init__(**data)
         except ValidationError as exc:
             raise AtlasInputError(describe_errors(exc, AtlasArtifactBundle, "AtlasArtifactBundle")) from None
 
