@@ -98,8 +98,13 @@ def test_a_hand_run_relaxed_drift_is_refused(built):
         run(["python", "stages/drift.py", "drift.tolerance_max_abs=100"], built)
         line = _refused(built)
         assert line.startswith("error: reports/drift.json: stale verdict: it was judged under other settings drift ")
+        # Nor does the same override on the upload make it push settings that are not params.yaml's.
+        line = _refused(built, "drift.tolerance_max_abs=100")
+        assert line.startswith("error: reports/drift.json: stale verdict: it was judged under other settings drift ")
     finally:
         run(["python", "stages/drift.py"], built)
+    line = _refused(built, "metadata.task_type=other")  # the upload alone under other settings
+    assert "the upload was given settings metadata other than params.yaml" in line
     # Back under params.yaml, the bundle goes through again.
     again = run(["python", "stages/upload.py"], built)
     assert json.loads((built / "reports/upload.json").read_text())["status"] in ("pushed", "reused"), again.stdout

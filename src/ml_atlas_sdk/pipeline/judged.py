@@ -4,8 +4,9 @@ A stage's report gets a `judged` block when the stage finishes: the sha256 of ev
 build folders it read or wrote, of each settings section it ran under, and `sha256` over the whole
 report (verdicts, metrics, those digests). The upload recomputes all three before it assembles the
 bundle and refuses, naming the stale report, when a file was swapped (`build/onnx/model.onnx`), a
-verdict edited (`failed` -> `passed`), or a stage run by hand under settings that are not the ones
-the upload runs under (`python stages/drift.py drift.tolerance_max_abs=100`). A digest is not a
+verdict edited (`failed` -> `passed`), or a stage run by hand under settings that are not those in
+params.yaml (`python stages/drift.py drift.tolerance_max_abs=100`); the upload itself must run under
+them too, so the bundle never records settings its verdicts were not made under. A digest is not a
 signature: it catches every change made without also recomputing it, which is what a hand-run
 stage, a copied file or an edited verdict is.
 
@@ -52,8 +53,18 @@ def bind(stage: str, report_path: Path, cfg: Settings) -> None:
     write_json(report_path, report)
 
 
-def check(stage: str, report_path: Path, report: dict[str, Any], cfg: Settings) -> None:
-    """Refuse, in one line naming the report, unless it still describes the files and settings here."""
+def project_settings(cfg: Settings, params: Path = Path("params.yaml")) -> Settings:
+    """The settings in the project's params.yaml (the upload's own `cfg` where there is none)."""
+    if not params.is_file():
+        return cfg
+    from omegaconf import OmegaConf
+
+    return Settings.from_config(OmegaConf.to_container(OmegaConf.load(params), resolve=True))
+
+
+def check(stage: str, report_path: Path, report: dict[str, Any], cfg: Settings, project: Settings) -> None:
+    """Refuse, in one line naming the report, unless it still describes the files here and was made,
+    like this upload (`cfg`), under the settings in params.yaml (`project`)."""
     where = f"{report_path}: stale verdict"
     rerun = f"run `dvc repro {stage}` (or `python stages/{stage}.py`) before uploading"
     judged = report.get(KEY)
@@ -67,11 +78,15 @@ def check(stage: str, report_path: Path, report: dict[str, Any], cfg: Settings) 
     changed = sorted(p for p in set(now) | set(judged["files"]) if now.get(p) != judged["files"].get(p))
     if changed:
         raise AtlasBundleError(f"{where}: {', '.join(changed[:3])} differ(s) from the file(s) it judged; {rerun}")
-    settings = _settings_digests(cfg, keys)
-    changed = sorted(k for k in set(settings) | set(judged["settings"]) if settings.get(k) != judged["settings"].get(k))
+    wanted, mine = _settings_digests(project, keys), _settings_digests(cfg, keys)
+    changed = sorted(k for k in set(wanted) | set(judged["settings"]) if wanted.get(k) != judged["settings"].get(k))
     if changed:
-        raise AtlasBundleError(f"{where}: it was judged under other settings {', '.join(changed)} than params.yaml "
-                               f"(with the upload's overrides); {rerun}")
+        raise AtlasBundleError(f"{where}: it was judged under other settings {', '.join(changed)} than params.yaml; {rerun}")
+    overridden = sorted(k for k in wanted if wanted[k] != mine[k])
+    if overridden:  # the bundle would record settings the verdicts were not made under
+        raise AtlasBundleError(f"{where}: the upload was given settings {', '.join(overridden)} other than params.yaml, "
+                               "which its verdicts were made under; change params.yaml (or conf/, then `make params`) "
+                               "and run `dvc repro`")
 
 
 def _file_digests(folders: tuple[str, ...]) -> dict[str, str]:

@@ -25,10 +25,11 @@ def bundle_inputs(cfg: Settings) -> BundleInputs:
     """What the earlier stages left under build/ and reports/, as the SDK door holds it in memory;
     refused unless every report still describes those files and this upload's settings."""
     reports = {stage: read_report(stage) for stage in STAGE_ORDER}
+    project = judged.project_settings(cfg)
     for stage, report in reports.items():
-        judged.check(stage, stale_report(stage), report, cfg)
+        judged.check(stage, stale_report(stage), report, cfg, project)
     if ARCHDOC.is_file():  # architecture.md is pushed too: archdoc's own record must match it
-        judged.check("archdoc", stale_report("archdoc"), read_report("archdoc"), cfg)
+        judged.check("archdoc", stale_report("archdoc"), read_report("archdoc"), cfg, project)
     results = tuple(CheckResult.from_dict(c) for report in reports.values() for c in report["checks"])
     written = {tensor_file(stem): TENSORS_DIR / tensor_file(stem) for stem in DATA_FILES.values()}
     tensor_files = {name: path for name, path in written.items() if path.is_file()}  # optional data may be absent
