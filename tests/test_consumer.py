@@ -267,3 +267,38 @@ def test_metadata_json_is_read_through_the_producers_schema(pushed, tmp_path):
     assert check_bundle_dir(hinted) == []  # SPEC's optional precision_hints is part of the schema
     unknown = _edited_copy(*pushed, tmp_path / "unknown", add("colour", "blue"))
     assert check_bundle_dir(unknown) == ["metadata.json.colour: Extra inputs are not permitted"]
+
+
+def test_a_deleted_run_is_neither_verified_nor_resolved(pushed, tmp_path):
+    """Issue 25: a run in MLflow's trash (deleted, not yet purged) verified and resolved as good."""
+    uri, run_id = pushed
+    cache = tmp_path / "cache"
+    resolve(run_id, uri, cache)  # cached while good: the cache must not outvote the store
+    client = MlflowClient(uri)
+    client.delete_run(run_id)
+    try:
+        problems = verify(run_id, uri)
+        with pytest.raises(AtlasBundleError, match="is deleted"):
+            resolve(run_id, uri, cache)
+    finally:
+        client.restore_run(run_id)
+    assert problems == [f"run {run_id}: is deleted (in MLflow's trash); refusing it"]
+
+
+def test_offline_resolve_refuses_a_forged_cache_index(pushed, tmp_path):
+    """Issue 25: offline, the one-line index runs/<run_id> named any cached bundle, and resolve
+    returned it for this run. Only a bundle verified online as this run's is returned offline."""
+    uri, run_id = pushed
+    cache = tmp_path / "cache"
+    good = resolve(run_id, uri, cache)
+    forged, forged_dir = _forged_run(uri, run_id, tmp_path, _retitle)
+    other = resolve(forged, uri, cache)  # another self-consistent bundle, rightly cached for its own run
+    assert other.bundle_sha256 != good.bundle_sha256
+    (cache / "runs" / run_id).write_text(other.bundle_sha256)  # the index rewritten to point at it
+
+    with pytest.raises(AtlasBundleError, match=f"never verified online as run {run_id}'s") as offline:
+        resolve(run_id, "http://127.0.0.1:9", cache)
+    assert "\n" not in str(offline.value)
+    assert resolve(forged, "http://127.0.0.1:9", cache).path == other.path  # its own run still resolves offline
+    assert resolve(run_id, uri, cache).path == good.path  # online: the store names the right bundle
+    assert resolve(run_id, "http://127.0.0.1:9", cache).path == good.path

@@ -11,9 +11,10 @@ from conftest import run
 TORCH_FREE = ("tensorize", "roundtrip", "drift", "archdoc", "upload")
 
 
-def run_stage(project, stage: str, *overrides: str):
+def run_stage(project, stage: str, *overrides: str, exit_code: int = 0):
     """Run one stage script; for the torch-free ones, fail if torch was imported all the same."""
-    done = run(["python", "-X", "importtime", f"stages/{stage}.py", *overrides], project)
+    done = run(["python", "-X", "importtime", f"stages/{stage}.py", *overrides], project, check=not exit_code)
+    assert done.returncode == exit_code, done.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     if stage in TORCH_FREE:
         assert "torch" not in imported, f"stage {stage} imported torch"
@@ -54,8 +55,12 @@ def test_each_stage_runs_alone_with_overrides_and_leaves_no_hydra_files(project)
 
     for stage in ("invariance", "drift", "archdoc"):
         run_stage(project, stage)
-    run_stage(project, "upload", "upload.dry_run=true")
-    assert json.loads((project / "reports/upload.json").read_text())["status"] == "dry_run"
+    # Issue 25: those verdicts were made under overrides, not params.yaml's settings: the upload (even
+    # a dry run) refuses them, naming the first stale report.
+    refused = run_stage(project, "upload", "upload.dry_run=true", exit_code=1)
+    assert "error: reports/tensorize.json: stale verdict: it was judged under other settings checks.calib_min_rows " \
+           "than params.yaml" in refused.stderr
+    assert json.loads((project / "reports/upload.json").read_text())["status"] == "refused"
 
     leftovers = [p for p in project.rglob("*") if p.name in ("outputs", ".hydra", "multirun") or p.suffix == ".log"]
     assert leftovers == []

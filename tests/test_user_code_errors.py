@@ -270,3 +270,18 @@ def test_a_missing_dependency_names_the_line_that_imports_it(tmp_path, monkeypat
         build_from_factory("needs_dep:build_model", {})
     assert str(caught.value) == (f"model.factory: cannot import module 'needs_dep' (No module named "
                                  f"'atlas_no_such_dependency') ({tmp_path / 'needs_dep.py'}:2)")
+
+
+def test_forward_calling_sys_exit_is_one_line_naming_the_model(project):
+    """Issue 25: SystemExit from the user's forward was not caught: the stage ended with no line."""
+    _tensorize(project)
+    line = _fails_with(project, "canonical_outputs", *CODE_DIR, "model.factory=bad_models:build_exiting")
+    assert line.startswith("model forward failed on val_inputs rows 0-255") and "ExitingRanker.forward" in line
+    assert "SystemExit: 3" in line and "bad_models.py" in line
+    assert _report(project, "canonical_outputs")["status"] == "error"
+
+
+def test_forward_calling_sys_exit_in_process_is_an_input_error():
+    tensors = {"tokens": torch.zeros(4, 12, dtype=torch.int64), "dense": torch.zeros(4, 16)}
+    with pytest.raises(AtlasInputError, match=r"ExitingRanker\.forward .*SystemExit: 3"):
+        run_canonical(bad_models.build_exiting(), tensors, ["tokens", "dense"], ["ctr", "logits"], 256, progress=False)

@@ -36,6 +36,7 @@ _REQUIRED = ("model.onnx", METADATA, "val_inputs.pt", "val_outputs.pt", VALIDATI
 # verify prints one line per problem on stderr; MLflow's download bar would interleave with them.
 _QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _SHA = re.compile(r"[0-9a-f]{64}")  # also keeps a forged tag from naming a path outside the cache
+_RUNS = "runs"  # <cache>/<sha>/runs/<run_id>: the runs verified online to hold that bundle
 ROUNDTRIP = RoundtripSettings()  # the pipeline's default tolerances and rows per ORT run
 
 
@@ -80,7 +81,9 @@ def resolve(run_id: str, tracking_uri: str | None = None, cache_dir: str | Path 
         sha = index.read_text().strip() if index.is_file() else ""
         if not _SHA.fullmatch(sha):
             raise
-        problems = _cache_problems(cache / sha / BUNDLE_DIR_NAME, sha)
+        # The index alone is one rewritable line: the bundle's folder must also record that this
+        # run was verified online to hold it (written beside atlas/ below), or it is not returned.
+        problems = _cache_problems(cache / sha / BUNDLE_DIR_NAME, sha) or _run_record_problems(cache / sha, run_id)
         if problems:
             raise AtlasBundleError(f"{online_error}; the cached copy is unusable: {problems[0]}") from None
         online = False
@@ -97,9 +100,19 @@ def resolve(run_id: str, tracking_uri: str | None = None, cache_dir: str | Path 
         problems = _cache_problems(target, sha)  # what now lies in the cache, not what was downloaded
         if problems:
             raise AtlasBundleError(f"run {run_id}: cached copy {target}: {problems[0]}")
+    if online:
+        (target.parent / _RUNS).mkdir(exist_ok=True)
+        (target.parent / _RUNS / run_id).write_text(sha)
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(sha)
     return ResolvedBundle(run_id, target, sha, _metadata(target))
+
+
+def _run_record_problems(folder: Path, run_id: str) -> list[str]:
+    record = folder / _RUNS / run_id
+    if record.is_file() and record.read_text().strip() == folder.name:
+        return []
+    return [f"the cache index names bundle {folder.name[:12]}..., which was never verified online as run {run_id}'s"]
 
 
 def check_bundle_dir(bundle: Path) -> list[str]:
@@ -251,6 +264,8 @@ def _complete_sha(run_id: str, uri: str) -> str:
         error = _Unreachable if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST" else AtlasBundleError
         raise error(f"run {run_id}: cannot be read from {redact_uri(uri)} ({first_line(exc, uri, limit=200)})") from None
     tags = run.data.tags
+    if run.info.lifecycle_stage == "deleted":  # in MLflow's trash, to be purged: no longer a bundle to serve
+        raise AtlasBundleError(f"run {run_id}: is deleted (in MLflow's trash); refusing it")
     if run.info.status != "FINISHED":
         raise AtlasBundleError(f"run {run_id}: status is {run.info.status}, not FINISHED; refusing it")
     if tags.get(COMPLETE_TAG) != "true":

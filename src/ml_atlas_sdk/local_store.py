@@ -22,6 +22,20 @@ def db_path(tracking_uri: str) -> Path | None:
     return Path(os.path.abspath(tracking_uri[len("sqlite:///"):].split("?", 1)[0]))
 
 
+def project_tracking_uri(tracking_uri: str) -> str:
+    """A relative `sqlite:///mlflow.db` made absolute against the project root: `$DVC_ROOT` where DVC
+    runs the stage (DVC sets it to the original repository also for `dvc exp run --queue`/`--temp`,
+    whose stages run in a temporary copy under `.dvc/tmp/exps/` that is deleted afterwards), else
+    the working directory (a stage run by hand from the project root)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return tracking_uri
+    path, sep, query = tracking_uri[len("sqlite:///"):].partition("?")
+    if os.path.isabs(path) or path in ("", ":memory:"):
+        return tracking_uri
+    root = os.environ.get("DVC_ROOT") or os.getcwd()
+    return f"sqlite:///{os.path.abspath(os.path.join(root, path))}{sep}{query}"
+
+
 def artifact_root(db: Path) -> str:
     return (db.parent / ARTIFACTS_DIR).as_uri()
 

@@ -1,6 +1,10 @@
 """ModelMetadata: the I/O contract atlas builds engines from, validated up front."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -13,13 +17,40 @@ MIN_OPSET = 17
 
 DynamicAxes = dict[str, dict[int, str] | list[int]]
 
+# Names become ONNX value names, file names (roundtrip/drift plot CSVs, tensor keys) and MLflow
+# keys (params, metrics `roundtrip.<output>.*`): the intersection of what those allow, so a name
+# can never escape a folder or fail late at MLflow's key check after a run was created.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.\- ]{1,200}")
+NAME_RULE = ("names become ONNX value names, file names and MLflow keys: 1-200 letters, digits, '_', '-', '.' "
+             "or spaces, and not '.' or '..'")
+
+
+_IN_SCHEMA: contextvars.ContextVar[bool] = contextvars.ContextVar("atlas_metadata_in_schema", default=False)
+
+
+@contextlib.contextmanager
+def in_schema() -> Iterator[None]:
+    """ModelMetadata validated as part of a larger schema: keep pydantic's errors (see __init__)."""
+    token = _IN_SCHEMA.set(True)
+    try:
+        yield
+    finally:
+        _IN_SCHEMA.reset(token)
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` is not a safe input, output, model or axis name (None: it is)."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name.strip(" ") in (".", "..", ""):
+        return f"{name!r} is not a safe name ({NAME_RULE})"
+    return None
+
 
 class ModelMetadata(BaseModel):
     """Metadata of one model; shapes include the batch axis and use -1 for every dynamic dim."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    model_name: str = Field(min_length=1)
+    model_name: str  # non-empty and safe: _model_name_safe
     input_names: list[str] = Field(min_length=1)
     output_names: list[str] = Field(min_length=1)
     input_shapes: dict[str, list[int]]
@@ -30,6 +61,33 @@ class ModelMetadata(BaseModel):
     task_type: str = ""
     input_dtypes: dict[str, str] | None = None
     torch_version: str = Field(default_factory=lambda: distribution_version("torch") or "")  # no torch import
+
+    def __init__(self, **data: Any):
+        # Built by hand in a notebook (the SDK door): one line naming the field, not pydantic's block.
+        # Validated inside a schema (Settings' `metadata`, from_config), pydantic also runs this
+        # __init__; there its own error must pass through, so the schema's lines name `metadata.<field>`.
+        if _IN_SCHEMA.get() or type(self) is not ModelMetadata:
+            super().__init__(**data)
+            return
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise AtlasInputError(format_validation_error(exc, "ModelMetadata")) from None
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_safe(cls, v: str) -> str:
+        if problem := name_problem(v):
+            raise ValueError(problem)
+        return v
+
+    @field_validator("input_names", "output_names")
+    @classmethod
+    def _names_safe(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if problem := name_problem(name):
+                raise ValueError(problem)
+        return names
 
     @field_validator("onnx_opset")
     @classmethod
@@ -78,6 +136,9 @@ class ModelMetadata(BaseModel):
         shapes = {**self.input_shapes, **self.output_shape}
         for name in io_names:
             axes = self.axes_of(name)
+            for axis, dim in axes.items():
+                if problem := name_problem(dim):
+                    raise ValueError(f"dynamic_axes[{name!r}][{axis}]: {problem}")
             if 0 not in axes:
                 raise ValueError(f"dynamic_axes[{name!r}] must list axis 0 (the batch axis); got {sorted(axes)}")
             shape = shapes[name]
@@ -124,7 +185,8 @@ class ModelMetadata(BaseModel):
     def from_config(cls, raw: dict[str, Any], where: str = "metadata") -> "ModelMetadata":
         """Build from a plain dict, turning validation errors into one readable line."""
         try:
-            return cls.model_validate(raw)
+            with in_schema():
+                return cls.model_validate(raw)
         except ValidationError as exc:
             raise AtlasInputError(format_validation_error(exc, where)) from None
 

@@ -65,14 +65,14 @@ def build_from_factory(factory: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     except ImportError as exc:  # the module, or one it imports (then the line that does is named)
         raise AtlasInputError(f"model.factory: cannot import module {module_name!r} ({first_line(exc)})"
                               f"{at(user_frame(exc.__traceback__))}") from None
-    except Exception as exc:  # the module's own top-level code raised (SyntaxError included)
+    except (Exception, SystemExit) as exc:  # the module's own top-level code raised (SyntaxError, sys.exit included)
         raise code_failure(f"model.factory: importing module {module_name!r}", exc) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise AtlasInputError(f"model.factory: module {module_name!r} has no callable {attr!r}")
     try:
         model = fn(**kwargs)
-    except Exception as exc:  # anything the user's factory raises is a model that cannot be built
+    except (Exception, SystemExit) as exc:  # anything the user's factory raises (or exits) is a model that cannot be built
         raise code_failure(f"model.factory: {factory}(**model.kwargs)", exc) from None
     if not isinstance(model, torch.nn.Module):
         raise AtlasInputError(f"model.factory: {factory} returned {type(model).__name__}, not a torch.nn.Module")
@@ -163,7 +163,7 @@ def forward_rows(model: torch.nn.Module, args: Sequence[torch.Tensor], input_nam
     becomes one line naming the rows, the module and the user's last frame."""
     try:
         raw = model(*args)
-    except Exception as exc:  # any error from the user's forward is theirs to fix, named precisely
+    except (Exception, SystemExit) as exc:  # any error from the user's forward (sys.exit too) is theirs, named precisely
         raise forward_failure(exc, model, args, input_names, rows, subject) from None
     return outputs_by_name(raw, output_names)
 

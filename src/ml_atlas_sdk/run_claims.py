@@ -8,15 +8,18 @@ the later insert always sees the earlier one (both may lose; they retry after a 
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.provenance import file_sha256
 
 COMPLETE_TAG = "atlas.bundle_complete"
 SHA_TAG = "atlas.bundle_sha256"
@@ -44,6 +47,32 @@ def missing_files(client, run_id: str, manifest: Manifest, manifest_size: int) -
     return sorted(name for name, size in expected.items() if stored.get(name) != size)
 
 
+def unusable_reason(client, run, manifest: Manifest, manifest_size: int) -> str | None:
+    """Why a complete-tagged run cannot be reused for this bundle (None: it holds exactly it).
+
+    Sizes first (cheap, and names what was deleted), then content: a file corrupted at the same
+    size passes a size check, so every stored file is downloaded and hashed against the manifest.
+    """
+    if run.info.lifecycle_stage == "deleted":
+        return "it is in MLflow's trash (deleted)"
+    missing = missing_files(client, run.info.run_id, manifest, manifest_size)
+    if missing:
+        return (f"it is marked complete but lacks {len(missing)} file(s) of the manifest "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    with tempfile.TemporaryDirectory(prefix="atlas-reuse-") as tmp:
+        local = Path(client.download_artifacts(run.info.run_id, BUNDLE_DIR_NAME, tmp))
+        differ = sorted(name for name, entry in manifest.files.items() if file_sha256(local / name) != entry["sha256"])
+        try:
+            stored = json.loads((local / MANIFEST).read_text())
+        except ValueError:
+            stored = {}
+        if stored.get("bundle_sha256") != manifest.bundle_sha256 or stored.get("files") != manifest.files:
+            differ.append(MANIFEST)
+    if differ:
+        return f"its stored {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''} differ(s) from the manifest's sha256"
+    return None
+
+
 def orphan_reason(run) -> str | None:
     """Why a RUNNING upload run (with an owner tag) can no longer finish (None: it may be alive)."""
     host, _, pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")
@@ -59,13 +88,19 @@ def claim_or_reuse(client, experiment_id: str, manifest: Manifest, manifest_size
                    create: Callable[[dict[str, str]], str], say: Say) -> tuple[str, bool]:
     """(run_id, reused): a valid complete run of this bundle, or a new run that won the claim."""
     sha = manifest.bundle_sha256
-    told: set[str] = set()
+    told: set[str] = set()  # complete runs found unusable, said once
+    waited: set[str] = set()  # live uploads waited for, said once
     deadline = time.monotonic() + WAIT_FOR_RIVAL_S
+    fail_orphans(client, experiment_id, say)
     while True:
         complete, live = _holders(client, experiment_id, manifest, manifest_size, say, told)
         if complete:
             return complete, True
         if live:
+            if live[0] not in waited:
+                waited.add(live[0])
+                say(f"waiting for run {live[0]}: another upload of bundle {sha[:12]} is in progress "
+                    f"(waiting up to {WAIT_FOR_RIVAL_S:.0f} s)")
             if time.monotonic() > deadline:
                 raise AtlasBundleError(f"bundle {sha[:12]}: another upload (run {live[0]}) is still running; try again later")
             time.sleep(POLL_S)
@@ -94,15 +129,24 @@ def _holders(client, experiment_id, manifest, manifest_size, say, told, exclude=
                 continue
             client.set_terminated(run_id, status="FAILED")
             say(f"marked orphaned run {run_id} of bundle {manifest.bundle_sha256[:12]} FAILED: {reason}")
-        elif status == "FINISHED" and tags.get(COMPLETE_TAG) == "true":
-            missing = missing_files(client, run_id, manifest, manifest_size)
-            if not missing:
+        elif status == "FINISHED" and tags.get(COMPLETE_TAG) == "true" and run_id not in told:
+            reason = unusable_reason(client, run, manifest, manifest_size)
+            if reason is None:
                 return run_id, live
-            if run_id not in told:
-                told.add(run_id)
-                say(f"not reusing run {run_id}: it is marked complete but lacks {len(missing)} file(s) "
-                    f"of the manifest ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); pushing a new run")
+            told.add(run_id)  # checked once per upload: its content does not become right later
+            say(f"not reusing run {run_id}: {reason}; pushing a new run")
     return None, live
+
+
+def fail_orphans(client, experiment_id: str, say: Say) -> None:
+    """Mark FAILED every RUNNING upload run of the experiment whose process is gone, whatever its
+    bundle: a killed upload of a bundle nobody pushes again must not stay RUNNING forever."""
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in runs:
+        if OWNER_TAG in run.data.tags and (reason := orphan_reason(run)) is not None:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            sha = run.data.tags.get(SHA_TAG, "")
+            say(f"marked orphaned run {run.info.run_id} of bundle {sha[:12]} FAILED: {reason}")
 
 
 def _sizes(client, run_id: str, folder: str) -> dict[str, int | None]:

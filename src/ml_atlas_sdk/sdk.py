@@ -22,7 +22,7 @@ from ml_atlas_sdk.build import (
 )
 from ml_atlas_sdk.checks import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.metadata import ModelMetadata
+from ml_atlas_sdk.metadata import ModelMetadata, in_schema
 from ml_atlas_sdk.models import model_summary
 from ml_atlas_sdk.precision.hints import HINTS
 from ml_atlas_sdk.provenance import source_info
@@ -74,7 +74,8 @@ class AtlasArtifactBundle(BaseModel):
 
     def __init__(self, **data: Any):
         try:
-            super().__init__(**data)
+            with in_schema():  # a metadata dict's errors named `metadata.<field>`, as in the pipeline
+                super().__init__(**data)
         except ValidationError as exc:
             raise AtlasInputError(describe_errors(exc, AtlasArtifactBundle, "AtlasArtifactBundle")) from None
 
@@ -151,7 +152,7 @@ def build_in_process(bundle: AtlasArtifactBundle, work: Path, settings: Settings
     settings = settings or settings_of(bundle)
     meta = settings.metadata
     skip = settings.checks.policy
-    tables = {stem: (tio.frame_to_table(df), sdk_argument(key)) for key, stem in DATA_FILES.items()
+    tables = {stem: (tio.frame_to_table(df, sdk_argument(key)), sdk_argument(key)) for key, stem in DATA_FILES.items()
               if (df := getattr(bundle, sdk_argument(key))) is not None}
     tensorized = tensorize(tables, meta, skip, settings.checks.calib_min_rows)
     tensorized.report.stop().print_summary()

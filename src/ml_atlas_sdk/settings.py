@@ -16,7 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
 
 from ml_atlas_sdk.checks.registry import SkipPolicy
 from ml_atlas_sdk.errors import AtlasInputError
-from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata
+from ml_atlas_sdk.metadata import MIN_OPSET, ModelMetadata, in_schema
 from ml_atlas_sdk.settings_errors import describe_errors, show_value
 
 
@@ -251,6 +251,12 @@ class Settings(Section):
     mlflow: MlflowSettings
     upload: UploadSettings = UploadSettings()
     bundle_schema_version: StrictStr = "1"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _metadata_in_schema(cls, data: Any, handler: Any) -> "Settings":
+        with in_schema():  # ModelMetadata's errors as pydantic's, named `metadata.<field>` here
+            return handler(data)
 
     @model_validator(mode="after")
     def _names_known(self) -> "Settings":

@@ -62,6 +62,7 @@ def table_to_tensors(
     `dtypes` (metadata.input_dtypes) the declared dtype of some columns. Row numbers in errors
     count from the file's first row, whichever batch they fall in."""
     schema = table.schema_arrow if isinstance(table, pq.ParquetFile) else table.schema
+    refuse_duplicate_columns(schema.names, where)
     missing = [n for n in names if n not in schema.names]
     if missing:
         raise AtlasInputError(f"{where}: missing column(s) {missing}; the file has {schema.names}")
@@ -81,6 +82,13 @@ def table_to_tensors(
             out[name][start:start + len(values)] = values
         start += batch.num_rows
     return out
+
+
+def refuse_duplicate_columns(columns: list, where: str) -> None:
+    """Arrow and pandas allow one name on two columns; which one is the input would be a guess."""
+    dupes = sorted({str(c) for c in columns if list(columns).count(c) > 1})
+    if dupes:
+        raise AtlasInputError(f"{where}: column name(s) {dupes} appear more than once; each input needs exactly one column")
 
 
 def _batches(table: pa.Table | pq.ParquetFile, names: list[str], where: str) -> Iterator[pa.RecordBatch]:
@@ -178,25 +186,26 @@ def write_frame(df: "pd.DataFrame", path: str | Path) -> Path:
     return path
 
 
-def frame_to_table(df: "pd.DataFrame") -> pa.Table:
+def frame_to_table(df: "pd.DataFrame", where: str = "write_frame") -> pa.Table:
     """The Arrow table `write_frame` writes: what the SDK tensorizes in memory.
 
     Values keep their dtype: the tensorize step applies the one dtype policy to both doors.
     """
     if len(df) == 0:
-        raise AtlasInputError("write_frame: the DataFrame has zero rows")
+        raise AtlasInputError(f"{where}: the DataFrame has zero rows")
+    refuse_duplicate_columns(list(df.columns), where)
     arrays, fields = [], []
     for name in df.columns:
-        where = f"write_frame: column {name!r}"
+        column_where = f"{where}: column {name!r}"
         cells = df[name].to_numpy()
         if len(cells) and (isinstance(cells[0], (np.ndarray, list, tuple)) or hasattr(cells[0], "detach")):
-            values = _stack_cells(cells, where)
+            values = _stack_cells(cells, column_where)
         else:
             values = np.asarray(cells)
         if values.dtype.kind not in "fiub":
-            raise AtlasInputError(f"{where}: dtype {values.dtype} is not numeric")
+            raise AtlasInputError(f"{column_where}: dtype {values.dtype} is not numeric")
         if values.size == 0:  # Arrow has no fixed-shape cell without values
-            raise AtlasInputError(f"{where}: cells of shape {values.shape[1:]} hold no values")
+            raise AtlasInputError(f"{column_where}: cells of shape {values.shape[1:]} hold no values")
         arr = _cells_to_arrow(np.ascontiguousarray(values))
         arrays.append(arr)
         fields.append(pa.field(str(name), arr.type))

@@ -85,7 +85,7 @@ def format_rows(rows: Sequence[int]) -> str:
     return f"rows {shown}" + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
 
 
-def forward_failure(exc: Exception, model: torch.nn.Module, args: Sequence[torch.Tensor], input_names: Sequence[str],
+def forward_failure(exc: BaseException, model: torch.nn.Module, args: Sequence[torch.Tensor], input_names: Sequence[str],
                     rows: Sequence[int], subject: str) -> ModelCodeError:
     """The error for a forward() that raised on `args` (the rows `rows` of `subject`)."""
     tb = exc.__traceback__
@@ -152,7 +152,7 @@ def _first_failing_row(model: torch.nn.Module, args: Sequence[torch.Tensor], row
                 return None
             try:
                 model(*[a[i : i + 1] for a in args])
-            except Exception:
+            except (Exception, SystemExit):  # a forward that calls sys.exit fails here too
                 return row
     return None  # every row alone works: the failure depends on the batch as a whole
 

@@ -54,3 +54,17 @@ def build_deep() -> DeepModel:
 
 def build_unreachable() -> nn.Module:
     raise ConnectionError("cannot download https://ml:s3cr3t-pass@models.example/ranker.pt")
+
+
+class ExitingRanker(MultitaskRanker):
+    """A forward that ends the process its own way: sys.exit is a BaseException, not an Exception."""
+
+    def forward(self, tokens: torch.Tensor, dense: torch.Tensor):
+        import sys
+
+        sys.exit(3)
+
+
+def build_exiting() -> ExitingRanker:
+    torch.manual_seed(0)
+    return ExitingRanker()

@@ -37,7 +37,7 @@ def run_rows(model: torch.nn.Module, inputs: dict[str, torch.Tensor], names: lis
     with torch.no_grad():
         try:
             return model(*args)
-        except Exception as exc:  # the user's code: named by rows and module, or a length it refuses
+        except (Exception, SystemExit) as exc:  # the user's code (sys.exit too): named by rows and module, or a length it refuses
             if trim:
                 return None
             raise forward_failure(exc, model, args, names, list(index.tolist()), "val_inputs") from None

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ml_atlas_sdk.errors import AtlasBundleError, AtlasInputError
+from ml_atlas_sdk.pipeline import judged
 from ml_atlas_sdk.pipeline.outputs import stale_report
 from ml_atlas_sdk.reports import write_json
 from ml_atlas_sdk.secrets import first_line, scrub
@@ -67,6 +68,7 @@ def run_stage(stage: Callable[[Settings], None], cfg: DictConfig) -> None:
         settings = load_settings(cfg)
         stage(settings)
         record_timing(name, start_up, time.perf_counter() - started)
+        judged.bind(name, stale_report(name), settings)  # last: its digest covers the report as it stays
     except AtlasInputError as exc:  # errors in the user's model code also leave reports/<stage>.json
         print(f"error: {scrub(stage_failure(exc, name))}", file=sys.stderr, flush=True)
         sys.exit(2)

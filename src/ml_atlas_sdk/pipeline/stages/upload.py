@@ -6,7 +6,9 @@ from dataclasses import replace
 from ml_atlas_sdk.build import BUNDLE_DIR_NAME, DATA_FILES, STAGE_ORDER, VAL_OUTPUTS, BundleInputs, tensor_file
 from ml_atlas_sdk.checks.result import CheckResult
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.local_store import project_tracking_uri
 from ml_atlas_sdk.mlflow_store import redact_uri
+from ml_atlas_sdk.pipeline import judged
 from ml_atlas_sdk.pipeline.outputs import forget, read_export_info, replaced_dir, stale_report
 from ml_atlas_sdk.pipeline.paths import ARCHDOC, BUNDLE_ROOT, CANONICAL_OUTPUTS, ONNX_MODEL, PLOTS, TENSORS_DIR
 from ml_atlas_sdk.pipeline.plots import read_error_quantiles
@@ -20,8 +22,14 @@ from ml_atlas_sdk.steps.upload import build_bundle, publish
 
 
 def bundle_inputs(cfg: Settings) -> BundleInputs:
-    """What the earlier stages left under build/ and reports/, as the SDK door holds it in memory."""
+    """What the earlier stages left under build/ and reports/, as the SDK door holds it in memory;
+    refused unless every report still describes those files and this upload's settings."""
     reports = {stage: read_report(stage) for stage in STAGE_ORDER}
+    project = judged.project_settings(cfg)
+    for stage, report in reports.items():
+        judged.check(stage, stale_report(stage), report, cfg, project)
+    if ARCHDOC.is_file():  # architecture.md is pushed too: archdoc's own record must match it
+        judged.check("archdoc", stale_report("archdoc"), read_report("archdoc"), cfg, project)
     results = tuple(CheckResult.from_dict(c) for report in reports.values() for c in report["checks"])
     written = {tensor_file(stem): TENSORS_DIR / tensor_file(stem) for stem in DATA_FILES.values()}
     tensor_files = {name: path for name, path in written.items() if path.is_file()}  # optional data may be absent
@@ -34,11 +42,13 @@ def bundle_inputs(cfg: Settings) -> BundleInputs:
 
 def run_upload(cfg: Settings) -> None:
     forget(stale_report("upload"), BUNDLE_ROOT)
-    inputs = bundle_inputs(cfg)
-    print(summary_table(list(inputs.results)), flush=True)
     mlflow_cfg = cfg.mlflow.model_dump()
+    # A relative sqlite store means the project's own, also from DVC's temporary experiment folders.
+    mlflow_cfg["tracking_uri"] = project_tracking_uri(mlflow_cfg["tracking_uri"])
     report = {"tracking_uri": redact_uri(mlflow_cfg["tracking_uri"]), "experiment": mlflow_cfg["experiment"]}
     try:
+        inputs = bundle_inputs(cfg)
+        print(summary_table(list(inputs.results)), flush=True)
         with replaced_dir(BUNDLE_ROOT) as scratch:
             built = build_bundle(inputs, scratch / BUNDLE_DIR_NAME)
     except AtlasBundleError as exc:
