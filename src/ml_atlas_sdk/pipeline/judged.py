@@ -11,7 +11,7 @@ signature: it catches every change made without also recomputing it, which is wh
 stage, a copied file or an edited verdict is.
 
 STAGES mirrors each stage's `dvc.yaml` entry (its `build/` deps and outs, its params);
-tests/test_judged.py keeps the two equal.
+tests/test_gate_binding.py keeps the two equal.
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ _T, _C, _O, _A = "build/tensors", "build/canonical", "build/onnx", "build/archdo
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # stage -> (build folders, settings keys)
     "tensorize": ((_T,), ("metadata", "data", "checks.skip", "checks.calib_min_rows")),
     "canonical_outputs": ((_T, _C), ("model", "metadata", "checks.skip", "roundtrip.batch_size")),
-    "export": ((_T, _C, _O), ("model", "metadata", "export", "escalation", "roundtrip", "checks.skip")),
-    "roundtrip": ((_O, _T, _C), ("model", "metadata", "roundtrip", "checks.skip")),
+    "export": ((_T, _C, _O), ("model", "metadata", "export", "escalation", "roundtrip", "checks.skip",
+                              "checks.axis_sizes")),
+    "roundtrip": ((_O, _T, _C), ("model", "metadata", "roundtrip", "checks.skip", "checks.axis_sizes")),
     "invariance": ((_T, _O), ("model", "metadata", "checks.skip")),
     "drift": ((_T, _C), ("drift", "checks.skip")),
     "precision": ((_T, _C), ("model", "metadata", "precision", "roundtrip.batch_size", "checks.skip")),
