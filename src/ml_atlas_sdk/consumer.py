@@ -27,8 +27,9 @@ from ml_atlas_sdk.checks.roundtrip import roundtrip
 from ml_atlas_sdk.compare import Tolerance
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import BundleMetadata, format_validation_error
-from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for, mlflow_env
+from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, mlflow_env
 from ml_atlas_sdk.provenance import file_sha256
+from ml_atlas_sdk.read_store import default_tracking_uri, reader_client
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
 from ml_atlas_sdk.settings import RoundtripSettings
 
@@ -246,7 +247,7 @@ class _Unreachable(AtlasBundleError):
 def _complete_sha(run_id: str, uri: str) -> str:
     """The run's bundle_sha256, if the run is FINISHED with a complete bundle; else one-line refusal."""
     try:
-        run = client_for(uri).get_run(run_id)
+        run = reader_client(uri).get_run(run_id)  # never creates a store
     except Exception as exc:
         error = _Unreachable if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST" else AtlasBundleError
         raise error(f"run {run_id}: cannot be read from {redact_uri(uri)} ({first_line(exc, uri, limit=200)})") from None
@@ -263,7 +264,7 @@ def _complete_sha(run_id: str, uri: str) -> str:
 
 def _download(run_id: str, uri: str, dest: Path) -> Path:
     try:
-        return Path(client_for(uri).download_artifacts(run_id, BUNDLE_DIR_NAME, str(dest)))
+        return Path(reader_client(uri).download_artifacts(run_id, BUNDLE_DIR_NAME, str(dest)))
     except Exception as exc:
         raise AtlasBundleError(f"run {run_id}: downloading {BUNDLE_DIR_NAME}/ failed ({first_line(exc, uri, limit=200)})") from None
 
@@ -276,9 +277,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _default_uri() -> str:
-    import mlflow
-
-    return mlflow.get_tracking_uri()
+    return default_tracking_uri()
 
 
 def _default_cache() -> Path:
