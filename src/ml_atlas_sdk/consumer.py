@@ -29,7 +29,8 @@ from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import BundleMetadata, format_validation_error
 from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, mlflow_env
 from ml_atlas_sdk.provenance import file_sha256
-from ml_atlas_sdk.read_store import default_tracking_uri, reader_client
+from ml_atlas_sdk.read_store import default_tracking_uri
+from ml_atlas_sdk.read_store import reader_client as client_for  # reading never creates a store
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
 from ml_atlas_sdk.settings import RoundtripSettings
 
@@ -247,7 +248,7 @@ class _Unreachable(AtlasBundleError):
 def _complete_sha(run_id: str, uri: str) -> str:
     """The run's bundle_sha256, if the run is FINISHED with a complete bundle; else one-line refusal."""
     try:
-        run = reader_client(uri).get_run(run_id)  # never creates a store
+        run = client_for(uri).get_run(run_id)
     except Exception as exc:
         error = _Unreachable if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST" else AtlasBundleError
         raise error(f"run {run_id}: cannot be read from {redact_uri(uri)} ({first_line(exc, uri, limit=200)})") from None
@@ -264,7 +265,7 @@ def _complete_sha(run_id: str, uri: str) -> str:
 
 def _download(run_id: str, uri: str, dest: Path) -> Path:
     try:
-        return Path(reader_client(uri).download_artifacts(run_id, BUNDLE_DIR_NAME, str(dest)))
+        return Path(client_for(uri).download_artifacts(run_id, BUNDLE_DIR_NAME, str(dest)))
     except Exception as exc:
         raise AtlasBundleError(f"run {run_id}: downloading {BUNDLE_DIR_NAME}/ failed ({first_line(exc, uri, limit=200)})") from None
 

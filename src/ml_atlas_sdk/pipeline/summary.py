@@ -15,12 +15,15 @@ def summary_table(results: list[CheckResult], width: int = 100) -> str:
     indent = f"{'':<{label_w}}  {'':<7}  "
     lines = [f"{'check':<{label_w}}  {'verdict':<7}  message", f"{'-' * label_w}  -------  {'-' * 40}"]
     for r in results:
-        first, *rest = _wrapped(r.message, width)
+        message, localization = r.message, r.details.get("localization") or {}
+        located = localization.get("message") if localization.get("status") in ("found", "not_found") else None
+        if located:  # where to look gets lines of its own, not the tail of the check's message
+            message = message.replace(f" | {located}", "")
+        first, *rest = _wrapped(message, width)
         lines.append(f"{r.label:<{label_w}}  {_MARK[r.verdict.value]:<7}  {first}".rstrip())
         lines += [indent + part for part in rest]
-        localization = r.details.get("localization") or {}
-        if localization.get("status") in ("found", "not_found"):  # where to look, on lines of its own
-            lines += [indent + part for part in _wrapped(f"localized: {localization['message']}", width)]
+        if located:
+            lines += [indent + part for part in _wrapped(f"localized: {located}", width)]
     return "\n".join(lines)
 
 
