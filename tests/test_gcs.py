@@ -44,7 +44,7 @@ def test_push_verify_and_resolve_with_artifacts_on_gcs(gcs, tmp_path):
     run_id = push_to_mlflow(_bundle(), None, tracking_uri=uri, experiment="gcs")
     stored = _objects("direct/")
     assert any(name.endswith(f"{run_id}/artifacts/atlas/manifest.json") for name in stored)
-    assert any(name.endswith(f"{run_id}/artifacts/model/model.onnx") for name in stored)
+    assert any("/models/" in name and name.endswith("/artifacts/model.onnx") for name in stored)  # its logged model
     assert verify(run_id, uri) == []
     local = resolve(run_id, uri, cache_dir=tmp_path / "cache")
     assert (local.path / "model.onnx").is_file() and local.path.parent.name == local.bundle_sha256

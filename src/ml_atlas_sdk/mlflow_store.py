@@ -157,6 +157,10 @@ def _clear_run(client, run_id: str, sha: str, content: str, params: dict[str, An
     for folder in (BUNDLE_DIR_NAME, MODEL_ARTIFACT_PATH, PLOTS_DIR):
         if client.list_artifacts(run_id, folder):
             repo.delete_artifacts(folder)
+    from ml_atlas_sdk.mlflow_model import logged_models_of  # imports this module
+
+    for old in logged_models_of(client, run_id):  # MLflow 3: `runs:/<run>/model` would still find it
+        client.delete_logged_model(old.model_id)
     if client.list_artifacts(run_id, BUNDLE_DIR_NAME):
         raise AtlasBundleError(f"run {run_id}: its old {BUNDLE_DIR_NAME}/ files could not be removed; "
                                "push to a new run (mlflow.run_id: null)")

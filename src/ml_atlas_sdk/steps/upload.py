@@ -93,9 +93,9 @@ def publish(
         log_run_record(client, run_id, built.record, list(built.results))
         inputs = tio.load_tensors(bundle_dir / tensor_file(VAL_INPUTS))
         outputs = tio.load_tensors(bundle_dir / tensor_file(VAL_OUTPUTS))
-        log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
+        model_uri = log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
         if mlflow_settings.get("register_model"):
-            version = register(client, mlflow_settings["register_model"], run_id)
+            version = register(client, mlflow_settings["register_model"], run_id, model_uri)
             print(f"  registered {mlflow_settings['register_model']!r} version {version}", flush=True)
 
     return push_bundle(
