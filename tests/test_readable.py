@@ -62,7 +62,7 @@ def test_a_torch_layer_is_named_by_the_line_that_calls_it():
 
 
 def test_error_pictures_draw_the_tolerance_judged_against():
-    roundtrip = CheckResult("roundtrip", Verdict.PASSED, "ok", {"rtol": 0.01, "atol": 0.05, "outputs": {"y": {}}})
+    roundtrip = CheckResult("roundtrip", Verdict.PASSED, "ok", {"tolerances": {"y": {"rtol": 0.01, "atol": 0.05}}})
     drift = CheckResult("drift", Verdict.PASSED, "ok", {"tolerance_max_abs": 0.2, "outputs": {"y": {}}})
     tolerances = judged_tolerances([roundtrip, drift])
     for stage, limit in (("roundtrip", 0.05), ("drift", 0.2)):

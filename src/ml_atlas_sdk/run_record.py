@@ -58,17 +58,17 @@ def log_run_record(client: Any, run_id: str, record: RunRecord, results: list[Ch
 
 
 def judged_tolerances(results: list[CheckResult]) -> dict[str, dict[str, tuple[float, str]]]:
-    """stage -> output -> (absolute tolerance, its legend label), from the checks' own details: the
-    round-trip's atol (an output's own where its metrics carry one; rtol*|ref| comes on top), the
+    """stage -> output -> (absolute tolerance, its legend label), from the checks' own details: each
+    output's round-trip atol (its own under roundtrip.tolerances; rtol*|ref| comes on top), the
     drift's tolerance_max_abs."""
     found: dict[str, dict[str, tuple[float, str]]] = {}
     for r in results:
         details = r.details or {}
-        if r.name == "roundtrip" and _number(details.get("atol")) is not None:
-            for output, figures in (details.get("outputs") or {}).items():
-                own = figures if isinstance(figures, Mapping) else {}
-                atol, rtol = _number(own.get("atol", details["atol"])), _number(own.get("rtol", details.get("rtol")))
-                found.setdefault("roundtrip", {})[output] = (atol, f"{output} atol {atol:g}" + (f" + rtol {rtol:g}*|ref|" if rtol else ""))
+        if r.name == "roundtrip":
+            for output, tol in (details.get("tolerances") or {}).items():
+                atol, rtol = _number(tol.get("atol")), _number(tol.get("rtol"))
+                if atol is not None:
+                    found.setdefault("roundtrip", {})[output] = (atol, f"{output} atol {atol:g}" + (f" + rtol {rtol:g}*|ref|" if rtol else ""))
         elif r.name == "drift" and _number(details.get("tolerance_max_abs")) is not None:
             limit = _number(details["tolerance_max_abs"])
             for output in details.get("outputs") or {}:
