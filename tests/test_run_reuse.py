@@ -50,3 +50,13 @@ def test_a_commit_that_changes_nothing_atlas_reads_reuses_the_run(project):
     (new,) = [r for r in after if r.info.run_id != first.info.run_id]
     assert new.info.run_name == f"{new.data.tags['atlas.model_name']}-{new.data.tags['atlas.bundle_sha256'][:12]}"
     assert new.data.tags["atlas.content_sha256"] != only.data.tags["atlas.content_sha256"]
+
+
+def test_the_commit_list_keeps_the_first_and_the_newest_within_a_tag():
+    from ml_atlas_sdk.reuse_key import MAX_TAG_CHARS, with_commit
+
+    assert with_commit("a", "a") is None and with_commit("a", None) is None  # nothing new to record
+    assert with_commit("", "a") == "a" and with_commit("a b", "c") == "a b c"
+    listed = " ".join(f"{i:040x}" for i in range(200))
+    kept = with_commit(listed, "f" * 40).split()
+    assert len(" ".join(kept)) <= MAX_TAG_CHARS and kept[0] == f"{0:040x}" and kept[-1] == "f" * 40
