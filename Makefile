@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins the CPU torch build on local disk; pyproject keeps a normal range.
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,architecture,team]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,architecture,team,gcs]'
 	touch $@
 
 install: $(STAMP)

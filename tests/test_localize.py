@@ -85,7 +85,7 @@ def test_names_the_block_that_rounds_through_float16(dynamo, tmp_path):
     assert attempt.localization["first_divergence"]["module"] == "blocks.1"
     assert result.details["localization"]["first_divergence"] == where and "trail" not in result.details["localization"]
     assert "first divergence in module 'blocks.1' (HalfBlock, " in result.message
-    assert "localized: first divergence in module 'blocks.1' (HalfBlock, " in summary_table([result])
+    assert "localized: first divergence in module 'blocks.1' (HalfBlock," in summary_table([result])
     assert 0 < found["seconds"] == report.metrics["localization_seconds"]
 
     # The depth plot: nothing out of tolerance before the block, something from it on.

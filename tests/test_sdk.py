@@ -58,6 +58,12 @@ def test_full_usage_inside_an_active_run(tracking_uri, tmp_path):
     assert finished.data.params["export.batch_size"] == "32"
     (version,) = client.search_model_versions("name='atlas-demo-ranker'")
     assert version.run_id == run_id
+    # MLflow 3 lists the ONNX model as the run's logged model (the version registered is that model),
+    # and the run's "Source" comes from MLflow's own source tags.
+    (logged,) = [m for m in client.search_logged_models([finished.info.experiment_id]) if m.source_run_id == run_id]
+    assert logged.name == "model" and str(logged.status) == "READY" and version.source == f"models:/{logged.model_id}"
+    assert [o.model_id for o in finished.outputs.model_outputs] == [logged.model_id]
+    assert finished.data.tags["mlflow.source.name"]  # the commit tag too, inside git (test_run_reuse)
     files = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "atlas")}
     assert {"calibration_inputs.pt", "val_outputs_user.pt"} <= files and "architecture.md" not in files
     assert not any(f.endswith(".png") for f in files)  # atlas/ is exactly the SPEC bundle

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     verify_cmd = sub.add_parser("verify", help="download atlas/ of a run and re-check every file, schema and ORT outputs")
     verify_cmd.add_argument("run_id")
-    verify_cmd.add_argument("--tracking-uri", default=None, help="defaults to MLFLOW_TRACKING_URI / MLflow's default")
+    verify_cmd.add_argument("--tracking-uri", default=None, help="defaults to MLFLOW_TRACKING_URI, else the mlflow.tracking_uri of the project (params.yaml) around the current folder, else MLflow's default; a local store that does not exist is refused, never created")
     _add_init(sub)
     args = parser.parse_args(argv)
     if args.command == "init":

@@ -27,8 +27,10 @@ from ml_atlas_sdk.checks.roundtrip import roundtrip
 from ml_atlas_sdk.compare import Tolerance
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.metadata import BundleMetadata, format_validation_error
-from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, client_for, mlflow_env
+from ml_atlas_sdk.mlflow_store import COMPLETE_TAG, SHA_TAG, mlflow_env
 from ml_atlas_sdk.provenance import file_sha256
+from ml_atlas_sdk.read_store import default_tracking_uri
+from ml_atlas_sdk.read_store import reader_client as client_for  # reading never creates a store
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub
 from ml_atlas_sdk.settings import RoundtripSettings
 
@@ -291,9 +293,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _default_uri() -> str:
-    import mlflow
-
-    return mlflow.get_tracking_uri()
+    return default_tracking_uri()
 
 
 def _default_cache() -> Path:

@@ -14,6 +14,7 @@ from ml_atlas_sdk import local_store
 from ml_atlas_sdk import run_claims as claims
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest, build_manifest
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.reuse_key import COMMITS_TAG, CONTENT_TAG, content_sha256, with_commit
 from ml_atlas_sdk.run_claims import COMPLETE_TAG, SHA_TAG  # noqa: F401 (re-exported)
 from ml_atlas_sdk.run_record import PLOTS_DIR
 from ml_atlas_sdk.secrets import first_line, redact_uri, scrub, scrubbed_stdout  # noqa: F401 (re-exported)
@@ -103,7 +104,8 @@ def push_bundle(
 ) -> PushResult:
     """Upload every bundle file under `atlas/`, then tags, then `atlas.bundle_complete` last.
 
-    Without `run_id`, a FINISHED run that holds this bundle's files is reused, else one new run
+    Without `run_id`, a FINISHED run that holds this bundle's content (reuse_key: files, metadata
+    without provenance, params) is reused, recording this build's commit on it; else one new run
     wins the claim (run_claims). Into an existing `run_id`, the old complete tag and `atlas/`
     files are removed first. Any failure after the run exists marks it FAILED.
     `before_complete(client, run_id)` adds more to the run (the MLflow model) before that tag.
@@ -111,6 +113,8 @@ def push_bundle(
     if build_manifest(bundle_dir).bundle_sha256 != manifest.bundle_sha256:
         raise AtlasBundleError(f"{bundle_dir}: files changed since the manifest was written; assemble the bundle again")
     manifest_size = (bundle_dir / MANIFEST).stat().st_size
+    content = content_sha256(bundle_dir, manifest, params)
+    tags = {**tags, CONTENT_TAG: content}
     client = with_retries("opening the tracking store", lambda: client_for(tracking_uri, say), tracking_uri)
     experiment_id = with_retries("getting the experiment", lambda: _experiment_id(client, experiment, tracking_uri), tracking_uri)
     if run_id is None:
@@ -118,11 +122,12 @@ def push_bundle(
             return client.create_run(experiment_id, run_name=run_name, tags=claim).info.run_id
 
         run_id, reused = with_retries("claiming the bundle's run", lambda: claims.claim_or_reuse(
-            client, experiment_id, manifest, manifest_size, create, say), tracking_uri, retries=1)
+            client, experiment_id, manifest, manifest_size, create, say, content), tracking_uri, retries=1)
         if reused:
+            with_retries("recording the commit", lambda: _record_commit(client, run_id, tags.get("atlas.git_commit"), say), tracking_uri)
             return PushResult(run_id, experiment, experiment_id, reused=True)
     else:
-        with_retries(f"clearing run {run_id}", lambda: _clear_run(client, run_id, manifest.bundle_sha256, params), tracking_uri)
+        with_retries(f"clearing run {run_id}", lambda: _clear_run(client, run_id, manifest.bundle_sha256, content, params), tracking_uri)
     try:
         _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_complete)
     except BaseException:
@@ -136,7 +141,7 @@ def push_bundle(
     return PushResult(run_id, experiment, experiment_id, reused=False)
 
 
-def _clear_run(client, run_id: str, sha: str, params: dict[str, Any]) -> None:
+def _clear_run(client, run_id: str, sha: str, content: str, params: dict[str, Any]) -> None:
     """Make a given run hold nothing of an earlier bundle before new files go in."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -152,12 +157,16 @@ def _clear_run(client, run_id: str, sha: str, params: dict[str, Any]) -> None:
     for folder in (BUNDLE_DIR_NAME, MODEL_ARTIFACT_PATH, PLOTS_DIR):
         if client.list_artifacts(run_id, folder):
             repo.delete_artifacts(folder)
+    from ml_atlas_sdk.mlflow_model import logged_models_of  # imports this module
+
+    for old in logged_models_of(client, run_id):  # MLflow 3: `runs:/<run>/model` would still find it
+        client.delete_logged_model(old.model_id)
     if client.list_artifacts(run_id, BUNDLE_DIR_NAME):
         raise AtlasBundleError(f"run {run_id}: its old {BUNDLE_DIR_NAME}/ files could not be removed; "
                                "push to a new run (mlflow.run_id: null)")
     from mlflow.entities import RunTag
 
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in claims.claim_tags(sha).items()])
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in claims.claim_tags(sha, content).items()])
     if run.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
 
@@ -179,6 +188,17 @@ def _upload(client, run_id, bundle_dir, manifest, params, tags, on_file, before_
     with_retries("marking the bundle complete", lambda: client.set_tag(run_id, COMPLETE_TAG, "true"), client.tracking_uri)
     with scrubbed_stdout(client.tracking_uri):  # MLflow prints "View run ... at: <URI>" here
         with_retries("finishing the run", lambda: client.set_terminated(run_id, status="FINISHED"), client.tracking_uri)
+
+
+def _record_commit(client, run_id: str, commit: str | None, say: Callable[[str], None]) -> None:
+    """Add the commit this reused build ran at to the run's commit list; `atlas.git_commit` keeps
+    the first, which is the one its metadata.json records."""
+    tags = client.get_run(run_id).data.tags
+    commits = with_commit(tags.get(COMMITS_TAG) or tags.get("atlas.git_commit", ""), commit)
+    if commits is not None:
+        client.set_tag(run_id, COMMITS_TAG, commits)
+        say(f"recorded commit {commit} on run {run_id} (tag {COMMITS_TAG}); its files are from commit "
+            f"{tags.get('atlas.git_commit') or '(none)'}")
 
 
 def _experiment_id(client, name: str, tracking_uri: str) -> str:

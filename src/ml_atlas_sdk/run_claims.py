@@ -1,7 +1,9 @@
 """Which run holds a bundle: reuse only a FINISHED run whose files are all there, mark killed
 uploads FAILED, and let exactly one of several concurrent uploads of one bundle create a run.
 
-Each upload run is tagged with the bundle sha, its uploader (host:pid) and a heartbeat when it is
+Runs are found by their content key (reuse_key: what atlas consumes, not the commit that built
+it), so a rebuild at another commit reuses the run. Each upload run is tagged with the bundle sha,
+the content key, its uploader (host:pid) and a heartbeat when it is
 created. The claim is checked after create: an uploader that then sees another live or complete
 run of the same bundle deletes its own run and waits. Two racing creators cannot both win, since
 the later insert always sees the earlier one (both may lose; they retry after a random pause).
@@ -20,6 +22,7 @@ from pathlib import Path
 from ml_atlas_sdk.bundle import BUNDLE_DIR_NAME, MANIFEST, Manifest
 from ml_atlas_sdk.errors import AtlasBundleError
 from ml_atlas_sdk.provenance import file_sha256
+from ml_atlas_sdk.reuse_key import CONTENT_TAG, PROVENANCE_FILES
 
 COMPLETE_TAG = "atlas.bundle_complete"
 SHA_TAG = "atlas.bundle_sha256"
@@ -36,15 +39,18 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim_tags(sha: str) -> dict[str, str]:
-    return {SHA_TAG: sha, OWNER_TAG: owner(), HEARTBEAT_TAG: str(int(time.time()))}
+def claim_tags(sha: str, content: str) -> dict[str, str]:
+    return {SHA_TAG: sha, CONTENT_TAG: content, OWNER_TAG: owner(), HEARTBEAT_TAG: str(int(time.time()))}
 
 
-def missing_files(client, run_id: str, manifest: Manifest, manifest_size: int) -> list[str]:
-    """Manifest files the run does not hold with the manifest's size ([] = all there)."""
+def missing_files(client, run_id: str, manifest: Manifest, manifest_size: int,
+                  any_size: frozenset[str] = frozenset()) -> list[str]:
+    """Manifest files the run does not hold with the manifest's size ([] = all there); those in
+    `any_size` need only be there (a run built at another commit holds its own provenance)."""
     expected = {name: entry["size"] for name, entry in manifest.files.items()} | {MANIFEST: manifest_size}
     stored = _sizes(client, run_id, BUNDLE_DIR_NAME)
-    return sorted(name for name, size in expected.items() if stored.get(name) != size)
+    return sorted(name for name, size in expected.items()
+                  if name not in stored or (name not in any_size and stored[name] != size))
 
 
 def unusable_reason(client, run, manifest: Manifest, manifest_size: int) -> str | None:
@@ -55,18 +61,26 @@ def unusable_reason(client, run, manifest: Manifest, manifest_size: int) -> str 
     """
     if run.info.lifecycle_stage == "deleted":
         return "it is in MLflow's trash (deleted)"
-    missing = missing_files(client, run.info.run_id, manifest, manifest_size)
+    # Same content built at another commit: its metadata.json and manifest.json hold that build's
+    # provenance, so they are checked against the run's own manifest and tag, the rest against ours.
+    other_build = run.data.tags.get(SHA_TAG) != manifest.bundle_sha256
+    provenance = PROVENANCE_FILES if other_build else frozenset()
+    missing = missing_files(client, run.info.run_id, manifest, manifest_size, provenance)
     if missing:
         return (f"it is marked complete but lacks {len(missing)} file(s) of the manifest "
                 f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     with tempfile.TemporaryDirectory(prefix="atlas-reuse-") as tmp:
         local = Path(client.download_artifacts(run.info.run_id, BUNDLE_DIR_NAME, tmp))
-        differ = sorted(name for name, entry in manifest.files.items() if file_sha256(local / name) != entry["sha256"])
         try:
             stored = json.loads((local / MANIFEST).read_text())
         except ValueError:
             stored = {}
-        if stored.get("bundle_sha256") != manifest.bundle_sha256 or stored.get("files") != manifest.files:
+        own = stored.get("files") if isinstance(stored.get("files"), dict) else {}
+        expected = {name: (own if name in provenance else manifest.files).get(name, {}).get("sha256")
+                    for name in manifest.files}
+        differ = sorted(name for name, sha in expected.items() if file_sha256(local / name) != sha)
+        wanted_sha = run.data.tags.get(SHA_TAG) if other_build else manifest.bundle_sha256
+        if stored.get("bundle_sha256") != wanted_sha or (not other_build and own != manifest.files):
             differ.append(MANIFEST)
     if differ:
         return f"its stored {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''} differ(s) from the manifest's sha256"
@@ -85,15 +99,16 @@ def orphan_reason(run) -> str | None:
 
 
 def claim_or_reuse(client, experiment_id: str, manifest: Manifest, manifest_size: int,
-                   create: Callable[[dict[str, str]], str], say: Say) -> tuple[str, bool]:
-    """(run_id, reused): a valid complete run of this bundle, or a new run that won the claim."""
+                   create: Callable[[dict[str, str]], str], say: Say, content: str) -> tuple[str, bool]:
+    """(run_id, reused): a valid complete run of this content (`content`, reuse_key), or a new
+    run that won the claim."""
     sha = manifest.bundle_sha256
     told: set[str] = set()  # complete runs found unusable, said once
     waited: set[str] = set()  # live uploads waited for, said once
     deadline = time.monotonic() + WAIT_FOR_RIVAL_S
     fail_orphans(client, experiment_id, say)
     while True:
-        complete, live = _holders(client, experiment_id, manifest, manifest_size, say, told)
+        complete, live = _holders(client, experiment_id, manifest, manifest_size, content, say, told)
         if complete:
             return complete, True
         if live:
@@ -105,17 +120,17 @@ def claim_or_reuse(client, experiment_id: str, manifest: Manifest, manifest_size
                 raise AtlasBundleError(f"bundle {sha[:12]}: another upload (run {live[0]}) is still running; try again later")
             time.sleep(POLL_S)
             continue
-        mine = create(claim_tags(sha))
-        complete, live = _holders(client, experiment_id, manifest, manifest_size, say, told, exclude=mine)
+        mine = create(claim_tags(sha, content))
+        complete, live = _holders(client, experiment_id, manifest, manifest_size, content, say, told, exclude=mine)
         if not complete and not live:
             return mine, False
         client.delete_run(mine)  # lost the race: the other run will hold the bundle
         time.sleep(random.uniform(0.05, 1.0))
 
 
-def _holders(client, experiment_id, manifest, manifest_size, say, told, exclude=None) -> tuple[str | None, list[str]]:
-    """A reusable complete run of the bundle, and the live uploads of it (orphans marked FAILED)."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SHA_TAG}` = '{manifest.bundle_sha256}'",
+def _holders(client, experiment_id, manifest, manifest_size, content, say, told, exclude=None) -> tuple[str | None, list[str]]:
+    """A reusable complete run of the content, and the live uploads of it (orphans marked FAILED)."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{CONTENT_TAG}` = '{content}'",
                               max_results=1000, order_by=["attributes.start_time ASC"])
     live = []
     for run in runs:

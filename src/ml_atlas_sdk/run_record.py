@@ -46,9 +46,10 @@ def log_run_record(client: Any, run_id: str, record: RunRecord, results: list[Ch
     for start in range(0, len(metrics), 1000):  # MLflow's log_batch limit
         chunk = metrics[start:start + 1000]
         with_retries("logging metrics", lambda c=chunk: client.log_batch(run_id, metrics=c), client.tracking_uri)
+    tolerances = judged_tolerances(results)
     for stage, curves in record.error_curves.items():
         if any(curves.values()):
-            figure = error_figure(stage, curves)
+            figure = error_figure(stage, curves, tolerances.get(stage))
             with_retries(f"logging the {stage} plot",
                          lambda f=figure, s=stage: client.log_figure(run_id, f, f"{PLOTS_DIR}/{s}_error_quantiles.png"),
                          client.tracking_uri)
@@ -56,8 +57,28 @@ def log_run_record(client: Any, run_id: str, record: RunRecord, results: list[Ch
     with_retries("writing the run description", lambda: client.log_batch(run_id, tags=[note]), client.tracking_uri)
 
 
-def error_figure(stage: str, curves: Mapping[str, Curve]):
-    """|error| against percentile, one line per output, log scale: the shape of the error, not just its max."""
+def judged_tolerances(results: list[CheckResult]) -> dict[str, dict[str, tuple[float, str]]]:
+    """stage -> output -> (absolute tolerance, its legend label), from the checks' own details: each
+    output's round-trip atol (its own under roundtrip.tolerances; rtol*|ref| comes on top), the
+    drift's tolerance_max_abs."""
+    found: dict[str, dict[str, tuple[float, str]]] = {}
+    for r in results:
+        details = r.details or {}
+        if r.name == "roundtrip":
+            for output, tol in (details.get("tolerances") or {}).items():
+                atol, rtol = _number(tol.get("atol")), _number(tol.get("rtol"))
+                if atol is not None:
+                    found.setdefault("roundtrip", {})[output] = (atol, f"{output} atol {atol:g}" + (f" + rtol {rtol:g}*|ref|" if rtol else ""))
+        elif r.name == "drift" and _number(details.get("tolerance_max_abs")) is not None:
+            limit = _number(details["tolerance_max_abs"])
+            for output in details.get("outputs") or {}:
+                found.setdefault("drift", {})[output] = (limit, f"{output} tolerance_max_abs {limit:g}")
+    return found
+
+
+def error_figure(stage: str, curves: Mapping[str, Curve], tolerances: Mapping[str, tuple[float, str]] | None = None):
+    """|error| against percentile, one line per output, log scale: the shape of the error, not just its max;
+    a dashed line in the output's colour at the tolerance it was judged against."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on build machines
@@ -68,7 +89,10 @@ def error_figure(stage: str, curves: Mapping[str, Curve]):
     for output, curve in curves.items():
         if curve:
             percentiles, errors = zip(*curve)
-            axes.plot(percentiles, [max(e, 1e-12) for e in errors], label=output)
+            (line,) = axes.plot(percentiles, [max(e, 1e-12) for e in errors], label=output)
+            if output in (tolerances or {}) and tolerances[output][0] > 0:
+                limit, label = tolerances[output]
+                axes.axhline(limit, color=line.get_color(), linestyle="--", linewidth=1, label=label)
     axes.set_yscale("log")
     axes.set_xlabel("percentile of elements")
     compared = "|ONNX - PyTorch|" if stage == "roundtrip" else "|user - canonical|"

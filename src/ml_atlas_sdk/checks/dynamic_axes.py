@@ -29,7 +29,10 @@ def dynamic_axes(probes: Sequence[dict[str, Any]] | None, data_lengths: dict[str
                  hazards: Sequence[str] = ()) -> Finding:
     """`probes`: SizeProbe dicts (None: nothing could be probed, e.g. no model to compare with)."""
     sizes = sizes_exercised(probes or [])
-    details: dict[str, Any] = {"sizes": sizes, "data_lengths": data_lengths, "probes": list(probes or [])}
+    # Without the probes' timings: validation_report.json is in the bundle, whose bytes must be the
+    # same for the same content (reuse and the two doors compare them); export's report keeps them.
+    timeless = [{k: v for k, v in p.items() if k != "seconds"} for p in probes or []]
+    details: dict[str, Any] = {"sizes": sizes, "data_lengths": data_lengths, "probes": timeless}
     if not data_lengths:
         return Finding(None, "no non-batch dynamic axis is declared on an input", details)
     if probes is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from ml_atlas_sdk.export.capture import CapturedText, captured_output
+from ml_atlas_sdk.export.capture import CapturedText, captured_output, plain
 from ml_atlas_sdk.export.settings import ExportSettings
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import canonical_model
@@ -58,7 +58,7 @@ def export_onnx(
         else:
             error = None
     if error is not None:
-        raise ExportFailed(_summary(error), f"{log.full}\n{type(error).__name__}: {error}".strip())
+        raise ExportFailed(_summary(error), plain(f"{log.full}\n{type(error).__name__}: {error}").strip())
     place_weights(path, settings.external_data_above_mb * 1024**2)
     return log
 
@@ -84,7 +84,7 @@ def place_weights(path: Path, limit_bytes: float) -> None:
 
 
 def _summary(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in plain(str(exc)).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:400]
 
 

@@ -1,14 +1,25 @@
-"""Capture what the exporters print (Python and C++ alike) so the console stays readable."""
+"""Capture what the exporters print (Python and C++ alike) so the console stays readable, and
+without terminal colour codes: the text ends up in reports, check messages and MLflow."""
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+
+# CSI sequences (colours, cursor moves: ESC [ ... letter) and OSC ones (links: ESC ] ... BEL or ST).
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def plain(text: str) -> str:
+    """`text` without terminal escape sequences (the dynamo exporter colours its errors)."""
+    return _ANSI.sub("", text)
 
 
 @dataclass
@@ -45,5 +56,5 @@ def captured_output() -> Iterator[CapturedText]:
             os.close(saved[1])
             fd_sink.seek(0)
             native = fd_sink.read().decode("utf-8", errors="replace")
-            captured.text = (py_buffer.getvalue() + native).strip()
-            captured.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+            captured.text = plain(py_buffer.getvalue() + native).strip()
+            captured.warnings = [plain(f"{w.category.__name__}: {w.message}") for w in caught]

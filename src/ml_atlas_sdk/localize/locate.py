@@ -20,7 +20,7 @@ import torch
 from ml_atlas_sdk.compare import Tolerance, as_float64, compare_arrays, out_of_tolerance, problem
 from ml_atlas_sdk.localize.onnx_side import intermediate_values, node_scope, op_source
 from ml_atlas_sdk.localize.report import describe, not_run
-from ml_atlas_sdk.localize.torch_side import ModuleCall, forward_source, module_calls
+from ml_atlas_sdk.localize.torch_side import ModuleCall, module_calls, module_source
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import as_torch
 from ml_atlas_sdk.ort_engine import ONNX, PYTORCH
@@ -99,7 +99,7 @@ def localize(model: torch.nn.Module, onnx_path, inputs: dict[str, torch.Tensor],
             continue  # the scope's last node is not what the module returned
         value_tol = scaled_tolerance(torch_call.output, tol)
         metrics = {**compare_arrays(onnx_value, torch_call.output, value_tol), "atol": value_tol.atol}
-        trail.append(_entry(len(trail), index, nodes[index], path, model, folded, metrics))
+        trail.append(_entry(len(trail), index, nodes[index], path, model, folded, metrics, calls[path]))
     return {**_verdict(trail, nodes, scopes, model), "rows": list(rows), "trail": [_plot_row(e) for e in trail]}
 
 
@@ -164,10 +164,10 @@ def _through_folded(call: ModuleCall, takers: Mapping[int, list[ModuleCall]],
         call = taker
 
 
-def _entry(depth, index, node, path, model, folded, metrics) -> dict[str, Any]:
+def _entry(depth, index, node, path, model, folded, metrics, call) -> dict[str, Any]:
     module = model.get_submodule(path)
     return {"depth": depth, "node_index": index, "module": path, "module_type": type(module).__name__,
-            "source": forward_source(module), "folded": folded, "onnx_node": node.name or node.output[0],
+            "source": module_source(module, call), "folded": folded, "onnx_node": node.name or node.output[0],
             "op_type": node.op_type, "onnx_value": node.output[0], "metrics": metrics}
 
 

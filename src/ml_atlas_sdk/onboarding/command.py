@@ -54,11 +54,9 @@ def init_model(request: InitRequest, root: Path) -> None:
     model = canonical_model(load_model(source))
     tables = {key: (tio.read_table(files[key], f"--{key.replace('_', '-')}"), files[key])
               for key in DATA_FILES if files[key]}
-    reference = tables["val_outputs"][0].column_names if "val_outputs" in tables else None
-    inferred = infer_metadata(model, tables["val_inputs"][0], files["val_inputs"], request.name,
-                              output_names=request.output_names, reference_columns=reference,
-                              architecture=request.architecture, task_type=request.task_type)
-    notes += inferred.notes + _as_tensorize_sees_it(tables, inferred)
+    inferred, review = propose_metadata(model, tables, request.name, output_names=request.output_names,
+                                        architecture=request.architecture, task_type=request.task_type)
+    notes += review
     data = DataSettings.from_config({key: files[key] for key in DATA_FILES}, "data")
     sections = {"model": source.model_dump(), "data": data.model_dump(),
                 "metadata": inferred.metadata.model_dump(exclude={"torch_version"})}
@@ -70,6 +68,18 @@ def init_model(request: InitRequest, root: Path) -> None:
         write_config(root, config)
     recompose(root, request.name, request.switch)
     _print_summary(request, inferred, paths, root, notes)
+
+
+def propose_metadata(model, tables: dict, name: str, *, output_names: list[str] | None = None,
+                     architecture: str | None = None, task_type: str | None = None) -> tuple[Inferred, list[str]]:
+    """What init and the SDK's `infer_metadata` share: the metadata read from forward and
+    `tables` ({data key: (Arrow table, where it came from)}), checked by the tensorize step on
+    every file, and the notes to review. `model` in canonical form."""
+    reference = tables["val_outputs"][0].column_names if "val_outputs" in tables else None
+    table, where = tables["val_inputs"]
+    inferred = infer_metadata(model, table, where, name, output_names=output_names, reference_columns=reference,
+                              architecture=architecture, task_type=task_type)
+    return inferred, inferred.notes + _as_tensorize_sees_it(tables, inferred)
 
 
 def _as_tensorize_sees_it(tables: dict, inferred: Inferred) -> list[str]:

@@ -11,9 +11,10 @@ from ml_atlas_sdk.bundle import Manifest, assemble_bundle, gate
 from ml_atlas_sdk.checks.result import CheckResult, Verdict, worst
 from ml_atlas_sdk.metadata import BundleMetadata, ModelMetadata
 from ml_atlas_sdk.mlflow_model import log_onnx_model, register
-from ml_atlas_sdk.mlflow_store import PushResult, push_bundle
+from ml_atlas_sdk.mlflow_store import PushResult, push_bundle, redact_uri
 from ml_atlas_sdk.precision.hints import with_onnx_nodes
 from ml_atlas_sdk.provenance import versions
+from ml_atlas_sdk.reuse_key import COMMITS_TAG
 from ml_atlas_sdk.run_record import log_run_record
 from ml_atlas_sdk.validated_under import validated_params, validated_under
 
@@ -43,12 +44,30 @@ def run_tags(meta: ModelMetadata, manifest: Manifest, results: list[CheckResult]
         "atlas.bundle_sha256": manifest.bundle_sha256,
         "atlas.skipped_checks": ",".join(skipped),
         "atlas.git_commit": source.get("git_commit") or "",
+        COMMITS_TAG: source.get("git_commit") or "",
         "atlas.git_dirty": str(source.get("git_dirty")).lower(),
         **{f"atlas.check.{n}": worst(vs).value for n, vs in sorted(by_name.items())},
     }
     if source.get("dvc_lock_sha256"):
         tags["atlas.dvc_lock_sha256"] = source["dvc_lock_sha256"]
+    return {**source_tags(source), **tags}
+
+
+def source_tags(source: dict[str, Any]) -> dict[str, str]:
+    """MLflow's own source tags (the UI's "Source" column), as MLflow's run context resolves them
+    for this process, with the commit the bundle records; a repository URL loses any credentials."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    wanted = ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.branch", "mlflow.source.git.repoURL", "mlflow.user")
+    tags = {k: redact_uri(str(v)) for k, v in resolve_tags().items() if k in wanted}
+    if source.get("git_commit"):
+        tags["mlflow.source.git.commit"] = source["git_commit"]
     return tags
+
+
+def run_name(model_name: str, manifest: Manifest) -> str:
+    """Says what the run holds: runs of one model differ by their bundle's short sha."""
+    return f"{model_name}-{manifest.bundle_sha256[:12]}"
 
 
 def build_bundle(inputs: BundleInputs, out_dir: Path) -> BuiltBundle:
@@ -74,9 +93,9 @@ def publish(
         log_run_record(client, run_id, built.record, list(built.results))
         inputs = tio.load_tensors(bundle_dir / tensor_file(VAL_INPUTS))
         outputs = tio.load_tensors(bundle_dir / tensor_file(VAL_OUTPUTS))
-        log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
+        model_uri = log_onnx_model(client, run_id, bundle_dir / MODEL_ONNX, meta, inputs, outputs)
         if mlflow_settings.get("register_model"):
-            version = register(client, mlflow_settings["register_model"], run_id)
+            version = register(client, mlflow_settings["register_model"], run_id, model_uri)
             print(f"  registered {mlflow_settings['register_model']!r} version {version}", flush=True)
 
     return push_bundle(
@@ -87,7 +106,7 @@ def publish(
         tracking_uri=mlflow_settings["tracking_uri"],
         experiment=mlflow_settings["experiment"],
         run_id=mlflow_settings.get("run_id"),
-        run_name=mlflow_settings.get("run_name"),
+        run_name=mlflow_settings.get("run_name") or run_name(meta.model_name, built.manifest),
         on_file=on_file,
         before_complete=add_to_run,
         say=say,
