@@ -49,13 +49,18 @@ class SizeProbe:
     status: str = "ok"  # ok | mismatch | onnxruntime_error | pytorch_error | crashed | shape
     message: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What ran (the eager and ORT outputs, or their errors): kept so that other tolerances can
+    # judge it again without the model (the roundtrip stage stays torch-free); not in reports.
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("raw")
+        return out
 
 
 def data_lengths(metadata: ModelMetadata, inputs: Mapping[str, Any]) -> dict[str, list[int]]:
@@ -131,6 +136,7 @@ def probe_all(
             if outcome is None:
                 probe.status, probe.message = "crashed", f"{died} running {axis}={size}"
             else:
+                probe.raw = outcome
                 _judge(probe, outcome, metadata, tolerances, spreads)
             if declared and probe.status == "pytorch_error":
                 raise AtlasInputError(f"checks.axis_sizes: {axis}={size}: the model's own PyTorch forward fails at this "
@@ -142,6 +148,21 @@ def probe_all(
 
 
 _SESSIONS: dict[str, Any] = {}  # in the child: one ORT session for every size
+
+
+def rejudge(kept: list[dict[str, Any]], metadata: ModelMetadata, tolerances, spreads) -> list[SizeProbe]:
+    """Probes judged again under other tolerances from what ran (entries: axis, size, declared,
+    status, message, raw); a crash stays a crash."""
+    probes = []
+    for entry in kept:
+        probe = SizeProbe(entry["axis"], entry["size"], entry["declared"])
+        if entry.get("raw") is None:
+            probe.status, probe.message = entry["status"], entry["message"]
+        else:
+            probe.raw = entry["raw"]
+            _judge(probe, entry["raw"], metadata, tolerances, spreads)
+        probes.append(probe)
+    return probes
 
 
 def _run_one(onnx_path, metadata, feed, reference) -> dict[str, Any]:

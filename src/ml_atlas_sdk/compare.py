@@ -139,8 +139,6 @@ def compare_arrays(actual: Any, reference: Any, tol: Tolerance, spread: float | 
         score = nrmse(sum_sq, sum_ref_sq, finite, spread)
         metrics["nrmse"] = score
         metrics["nrmse_exceeded"] = int(score > tol.max_nrmse)
-        if tol.max_nrmse > 0 or score > 0:
-            metrics["tol_usage"] = max(usage, score / tol.max_nrmse if tol.max_nrmse else float("inf"))
     if pairs:  # only when there are any, so `dvc exp show` gets no column per possible pair
         metrics["non_finite_pairs"] = dict(pairs)
     return metrics

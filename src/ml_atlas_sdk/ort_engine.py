@@ -83,8 +83,10 @@ class OrtRun:
     # Where the round-trip of these outputs starts to fail (ml_atlas_sdk.localize), when the export
     # already localized it: the roundtrip stage and the SDK take it instead of localizing again.
     localization: dict[str, Any] | None = None
-    # The dynamic-axis probes of the same model (axis_probe.SizeProbe dicts), when the export ran them.
+    # The dynamic-axis probes of the same model (axis_probe.SizeProbe dicts), when the export ran them,
+    # and what ran at each size (for judging again under other tolerances: axis_probe.rejudge).
     axis_probes: list[dict[str, Any]] | None = None
+    axis_raw: list[dict[str, Any]] | None = None
 
 
 def run_and_probe(

@@ -206,6 +206,8 @@ def _try(attempt, model, sample, inputs, canonical, metadata, judge: Judge, spre
         probes = axis_probe.probe_all(path, metadata, inputs, judge.axis_plan, judge.tolerances, spreads,
                                       eager_reference(model, metadata))
         attempt.axis_probes = run.axis_probes = [p.to_dict() for p in probes]
+        run.axis_raw = [{"axis": p.axis, "size": p.size, "declared": p.declared, "status": p.status,
+                         "message": p.message, "raw": p.raw} for p in probes]
         # The model's own forward failing at a size is not the exporter's doing: no step fixes it.
         failed = [p for p in probes if not p.ok and p.status != "pytorch_error"]
         if failed:

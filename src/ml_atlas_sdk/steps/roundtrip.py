@@ -11,7 +11,8 @@ import numpy as np
 from ml_atlas_sdk import axis_probe
 from ml_atlas_sdk import ort_engine as rt
 from ml_atlas_sdk.checks import run_check
-from ml_atlas_sdk.checks.result import Verdict
+from ml_atlas_sdk.checks.registry import result_from_finding
+from ml_atlas_sdk.checks.result import Finding, Verdict
 from ml_atlas_sdk.localize.report import not_run, without_trail
 from ml_atlas_sdk.reports import StageReport
 from ml_atlas_sdk.settings import Settings
@@ -30,6 +31,7 @@ def roundtrip_model(
     get_model: Callable[[], "torch.nn.Module"] | None = None,
     reused: rt.OrtRun | None = None,
     hazards: Sequence[str] = (),
+    axis_raw: list[dict] | None = None,
 ) -> tuple[StageReport, dict[str, np.ndarray]]:
     """Returns the report and ORT's outputs (for error plots).
 
@@ -45,7 +47,7 @@ def roundtrip_model(
     report = StageReport("roundtrip")
     if "roundtrip" in skip:
         report.add(run_check("roundtrip", {}, tol, skip=skip))
-        report.add(_dynamic_axes(onnx_path, inputs, settings, None, get_model, hazards, None))
+        report.add(_dynamic_axes(onnx_path, inputs, settings, None, get_model, hazards, None, axis_raw))
         report.extra = {"localization": not_run("the roundtrip check is skipped")}
         return report, {}
     names = (metadata.input_names, metadata.output_names)
@@ -69,7 +71,12 @@ def roundtrip_model(
         result = run_check("roundtrip", per_output, tol, probe, localization=without_trail(localization),
                            hazards=hazards, skip=skip)
     report.add(result)
-    axes = report.add(_dynamic_axes(onnx_path, inputs, settings, run.axis_probes, get_model, hazards, spreads))
+    if result.verdict is Verdict.FAILED and "dynamic_axes" not in skip:  # other sizes would tell nothing more
+        axes = report.add(result_from_finding("dynamic_axes", Finding(
+            None, "not run: the round-trip fails at the data's own sizes", {"reason": "roundtrip_failed"})))
+    else:
+        axes = report.add(_dynamic_axes(onnx_path, inputs, settings, run.axis_probes, get_model, hazards, spreads,
+                                        axis_raw))
     report.metrics = {"rows": rows, "rows_per_run": rows_per_run, "ort_outputs_reused": reused is not None,
                       "outputs": per_output, "dynamic_axes": axis_usage(axes.details.get("probes", [])),
                       "localization_seconds": localization.get("seconds", 0.0)}
@@ -79,11 +86,14 @@ def roundtrip_model(
 
 def _dynamic_axes(onnx_path: Path, inputs, settings: Settings, probes: list[dict] | None,
                   get_model: Callable[[], "torch.nn.Module"] | None, hazards: Sequence[str],
-                  spreads: dict[str, float] | None):
-    """The dynamic_axes check: the export's probes of this model when it made them, else run here."""
+                  spreads: dict[str, float] | None, axis_raw: list[dict] | None = None):
+    """The dynamic_axes check: the export's probes of this model when it made them (judged again
+    from what ran when the tolerances differ), else run here."""
     metadata, skip = settings.metadata, settings.checks.policy
     plan = axis_probe.planned_sizes(metadata, inputs, settings.checks.axis_sizes)
     lengths = axis_probe.data_lengths(metadata, inputs)
+    if probes is None and axis_raw is not None and "dynamic_axes" not in skip:
+        probes = [p.to_dict() for p in axis_probe.rejudge(axis_raw, metadata, settings.roundtrip_tolerances, spreads)]
     if probes is None and plan and "dynamic_axes" not in skip and get_model is not None:
         from ml_atlas_sdk.models import eager_reference  # torch, only when the export's probes cannot be reused
 

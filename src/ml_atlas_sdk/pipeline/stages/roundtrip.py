@@ -26,8 +26,9 @@ def run_roundtrip(cfg: Settings) -> None:
     export_info = read_export_info()
     export_rows = len(export_info["export_sample_rows"])
     reused = ort_reuse.reusable(export_info, cfg, export_rows)
+    axis_raw = None if reused else ort_reuse.axis_outcomes(export_info, cfg)
     report, actual = roundtrip_model(ONNX_MODEL, inputs, canonical, cfg, export_rows, lambda: _model(cfg), reused,
-                                      export_info.get("hazards", []))
+                                      export_info.get("hazards", []), axis_raw)
     write_error_quantiles(PLOTS / "roundtrip", actual, canonical)
     write_localization(PLOTS / "localization", report.extra["localization"])
     report.extra.update(headline(report.to_dict(), export_info["settings_used"]))
