@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Stage scripts run as `python stages/...`: the venv's python must come first on PATH.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: install demo test test-zoo params check-params clean
+.PHONY: install demo test test-zoo params check-params compare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 # The model zoo alone (also part of `make test`).
 test-zoo: install
 	$(RUN) python -m pytest tests/test_zoo.py $(PYTEST_ARGS)
+
+# The README's comparison of experiments: changed settings, accepted step, verdict and worst error.
+compare: install
+	$(RUN) dvc exp show --only-changed --keep '(step|verdict|worst_err)$$' --drop '(?!Experiment|(model|metadata|data|export|escalation|roundtrip|drift|checks|archdoc|precision|mlflow|upload)\.)'
 
 params: install
 	$(RUN) python -m ml_atlas_sdk.pipeline.params

@@ -21,8 +21,8 @@ from test_dvc_outputs import missing_outputs, plots_json
 
 ARCHDOC_FILE = "data/demo/architecture.md"  # under data/ so DVC tracks it; written before the first run
 CHECKPOINT = "data/demo/ranking_model.pt"
-CHECKS = {"df_shape_dtype", "nan_inf", "calib_sample_count", "forward_scan", "roundtrip", "sample_invariance",
-          "onnx_cross_check", "drift", "fp16_range", "fp16_roundtrip", "int8_calibration_coverage"}
+CHECKS = {"df_shape_dtype", "nan_inf", "calib_sample_count", "forward_scan", "roundtrip", "dynamic_axes",
+          "sample_invariance", "onnx_cross_check", "drift", "fp16_range", "fp16_roundtrip", "int8_calibration_coverage"}
 CHECKPOINT_MODEL = {"factory": None, "weights": None, "checkpoint": CHECKPOINT}
 
 # case -> params to set. Every case but the checkpoint ones builds the model from factory + weights.
