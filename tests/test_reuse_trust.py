@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from conftest import project_env
 from ml_atlas_sdk import run_claims
 from ml_atlas_sdk.errors import AtlasBundleError
+from ml_atlas_sdk.reuse_key import content_sha256
 from test_upload_trust import WORKER, all_runs, make_bundle, push, store  # noqa: F401 (store is a fixture)
 
 
@@ -74,7 +75,8 @@ def test_an_upload_waiting_for_another_says_which_run(tmp_path, store, monkeypat
     client = MlflowClient(tracking_uri=store)
     experiment_id = client.get_experiment_by_name("exp").experiment_id
     # A live upload of the same bundle: claimed by this very process, which is alive.
-    rival = client.create_run(experiment_id, tags=run_claims.claim_tags(bundle[1].bundle_sha256)).info.run_id
+    content = content_sha256(bundle[0], bundle[1], {"model_name": "m"})  # what push() claims the bundle under
+    rival = client.create_run(experiment_id, tags=run_claims.claim_tags(bundle[1].bundle_sha256, content)).info.run_id
     monkeypatch.setattr(run_claims, "WAIT_FOR_RIVAL_S", 1.0)  # wait one second, not half an hour
     said = []
     with pytest.raises(AtlasBundleError, match=f"another upload \\(run {rival}\\) is still running"):
