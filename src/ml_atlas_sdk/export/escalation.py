@@ -135,7 +135,7 @@ def export_with_escalation(
     for step, (overrides, step_settings) in enumerate(plan):
         attempt = attempt_at(step, overrides, step_settings)
         if attempt.status == "passed":
-            why = "the configured export passes every check" if step == 0 else f"the first ladder step to pass every check"
+            why = "the configured export passes every check" if step == 0 else "the first ladder step to pass every check"
             break
     passed = _closest(attempts)
     if passed is not None and passed.status == "passed" and judge.hazards and not passed.settings.dynamo and escalate:
