@@ -35,9 +35,10 @@ for dynamo in (False, True):
 print(json.dumps(out))
 """
 
-# Child process: one zoo model's TorchScript export, then its round-trip work (ORT over every row and
-# the batch-size probe, as the roundtrip stage runs it) and the dynamic_axes probes (forked child,
-# ORT and the eager model at a shorter and a longer size of each axis); prints both in seconds.
+# Child process: one zoo model's TorchScript export, then the roundtrip stage's work but the probes
+# (the step function: ORT over every row, the batch-size probe, the comparison and checks, and the
+# error-quantile plot data) and the dynamic_axes probes (one forked child: ORT and the eager model at
+# a shorter and a longer size of each axis); prints both in seconds.
 _AXES = """
 import json, sys, tempfile, time
 from pathlib import Path
@@ -48,24 +49,29 @@ from ml_atlas_sdk import axis_probe, ort_engine as rt
 from ml_atlas_sdk.export.attempt import export_onnx
 from ml_atlas_sdk.metadata import ModelMetadata
 from ml_atlas_sdk.models import eager_reference, run_canonical
-from ml_atlas_sdk.settings import ExportSettings, RoundtripSettings
+from ml_atlas_sdk.pipeline.plots import write_error_quantiles
+from ml_atlas_sdk.settings import ExportSettings, Settings
+from ml_atlas_sdk.steps.roundtrip import roundtrip_model
 case, rows = BY_NAME[sys.argv[2]], int(sys.argv[3])
 meta = ModelMetadata(**case.metadata)
 inputs = {n: _as_model_input(np.resize(v, (rows, *v.shape[1:])), case.metadata, n) for n, v in case.inputs().items()}
 model = case.model()
-canonical = run_canonical(model, inputs, meta.input_names, meta.output_names, 256, progress=False)
-tol = RoundtripSettings().tolerances_for(meta.output_names)
+canonical = {n: t.numpy() for n, t in run_canonical(model, inputs, meta.input_names, meta.output_names, 256,
+                                                      progress=False).items()}
+settings = Settings.model_validate({"metadata": meta, "mlflow": {"experiment": "bench"},
+                                    "checks": {"skip": ["dynamic_axes"]}})
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "model.onnx"
     export_onnx(model, {n: v[:32] for n, v in inputs.items()}, meta, ExportSettings(batch_size=32), path)
     numpy_inputs = {n: v.numpy() for n, v in inputs.items()}
-    start = time.perf_counter()
-    run = rt.run_and_probe(path, numpy_inputs, canonical, (meta.input_names, meta.output_names), 256, 32, tol)
-    rt.compare(run.outputs, canonical, tol)
+    start = time.perf_counter()  # the roundtrip stage's work but the probes: ORT, batch probe, checks, plot data
+    report, actual = roundtrip_model(path, numpy_inputs, canonical, settings, 32)
+    write_error_quantiles(Path(tmp) / "plots", actual, canonical)
     roundtrip = time.perf_counter() - start
     start = time.perf_counter()
     plan = axis_probe.planned_sizes(meta, numpy_inputs, {})
-    probes = axis_probe.probe_all(path, meta, numpy_inputs, plan, tol, rt.spreads_of(canonical), eager_reference(model, meta))
+    probes = axis_probe.probe_all(path, meta, numpy_inputs, plan, settings.roundtrip_tolerances, rt.spreads_of(canonical),
+                                  eager_reference(model, meta))
     axes = time.perf_counter() - start
 print(json.dumps({"roundtrip": roundtrip, "axes": axes, "ok": all(p.ok for p in probes), "sizes": len(probes)}))
 """
