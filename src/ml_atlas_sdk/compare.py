@@ -162,9 +162,9 @@ def spread_rms(reference: Any) -> float:
     means = sums / np.maximum(counts, 1)
     for start in range(0, rows.shape[0], step):
         part = rows[start:start + step].astype(np.float64)
-        dev = np.where(np.isfinite(part), part - means, 0.0)
-        total += float(np.square(dev).sum())
-        count += int(np.isfinite(part).sum())
+        ok = np.isfinite(part)
+        total += float(np.square(np.where(ok, part - means, 0.0)).sum())
+        count += int(ok.sum())
     return float(np.sqrt(total / count)) if count else 0.0
 
 

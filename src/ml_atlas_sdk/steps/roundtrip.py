@@ -99,7 +99,7 @@ def _dynamic_axes(onnx_path: Path, inputs, settings: Settings, probes: list[dict
 
         print(f"[roundtrip] dynamic axes at other sizes: {', '.join(f'{a} {s}' for a, (s, _) in plan.items())}", flush=True)
         found = axis_probe.probe_all(onnx_path, metadata, inputs, plan, settings.roundtrip_tolerances,
-                                     spreads or rt.spreads_of({}), eager_reference(get_model(), metadata), say=print)
+                                     spreads or {}, eager_reference(get_model(), metadata), say=print)
         probes = [p.to_dict() for p in found]
     return run_check("dynamic_axes", probes, lengths, hazards, skip=skip)
 
